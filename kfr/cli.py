@@ -1,0 +1,103 @@
+"""The ``kfr`` command: Hydra entry point that runs one cell (``kfr -m ...`` runs a sweep).
+
+User mistakes, whether in the config (unknown key, wrong type, unknown group option) or in the
+data (a malformed line), end with one line on stderr and exit code 2, and leave nothing in the
+run directory; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+
+from kfr import config as _schema  # noqa: F401  (registers kfr_schema before composition)
+from kfr.cell import format_summary, run_cell
+from kfr.errors import USER_ERROR_EXIT_CODE, UserError
+
+log = logging.getLogger("kfr")
+
+# What Hydra writes into a run directory before the task starts.
+_HYDRA_OUTPUT_SUBDIR = ".hydra"
+
+
+def _quiet_libraries() -> None:
+    """Keep the console for kfr's own progress: no per-load bars or notices from transformers."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def _remove_hydra_leftovers(run_dir: Path, output_root: Path) -> None:
+    """After a user error, remove what Hydra wrote if the directory holds nothing else."""
+    if not run_dir.is_dir():
+        return
+    ours = {_HYDRA_OUTPUT_SUBDIR, f"{HydraConfig.get().job.name}.log"}
+    if any(child.name not in ours for child in run_dir.iterdir()):
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    # Remove the now-empty parents Hydra made (date folders), never the output root itself.
+    root = output_root.resolve()
+    parent = run_dir.resolve().parent
+    while parent != root and root in parent.parents and not any(parent.iterdir()):
+        parent.rmdir()
+        parent = parent.parent
+
+
+# The config tree lives at the repository top level (conf/), beside the package; kfr is installed
+# in editable mode, so this absolute path is valid wherever the command is run from.
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
+def _run(cfg: DictConfig) -> float:
+    _quiet_libraries()
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        results = run_cell(cfg, run_dir)
+    except UserError:
+        _remove_hydra_leftovers(run_dir, Path(cfg.paths.output_root))
+        raise
+    print(format_summary(results))
+    print(f"results: {run_dir / 'results.json'}")
+    return float(results["metrics"]["acc"])
+
+
+def _config_error_message(err: BaseException) -> str:
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    cause = err.__cause__
+    if cause is not None:
+        lines += [line for line in str(cause).splitlines() if line.strip()]
+    # OmegaConf appends "full_key: ...", "object_type=..." lines; keep what names the problem.
+    kept = [
+        line.strip()
+        for line in lines
+        if not line.strip().startswith(("object_type", "reference_type"))
+    ]
+    return " | ".join(dict.fromkeys(kept))
+
+
+def main() -> None:
+    # Let exceptions reach this function instead of Hydra printing and exiting with code 1.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        _run()
+    except UserError as err:
+        print(f"kfr: error: {err}", file=sys.stderr)
+        sys.exit(USER_ERROR_EXIT_CODE)
+    except (HydraException, OmegaConfBaseException) as err:
+        print(f"kfr: config error: {_config_error_message(err)}", file=sys.stderr)
+        sys.exit(USER_ERROR_EXIT_CODE)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Knowledge bases, question sets and the synthetic novel-facts generator."""

@@ -1,0 +1,76 @@
+"""Resolve a data config to the question set (and knowledge base) one cell evaluates.
+
+``data.questions`` and ``data.fewshot`` take a file path or ``hf://<dataset>``; a config with a
+``novel_facts`` block generates the synthetic set into the cache first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from kfr.config import DataConfig
+from kfr.data.novel_facts import NovelFactsSpec, ensure_novel_facts
+from kfr.data.readers import (
+    load_hf_questions,
+    read_knowledge_base,
+    read_questions,
+    validate_source_ids,
+)
+from kfr.data.schema import Document, Question
+from kfr.errors import UserError
+
+HF_PREFIX = "hf://"
+
+
+@dataclass
+class EvalData:
+    questions: list[Question]
+    fewshot_pool: list[Question] | None  # None: draw examples from `questions` themselves
+    documents: list[Document] | None
+    questions_source: str
+    knowledge_source: str | None
+    data_dir: Path | None  # generated data sets: where their files (and card) live
+
+
+def _read_question_source(source: str, cfg: DataConfig, split: str) -> list[Question]:
+    if source.startswith(HF_PREFIX):
+        return load_hf_questions(source[len(HF_PREFIX) :], cfg.hf_name, split)
+    return read_questions(source)
+
+
+def load_eval_data(cfg: DataConfig, cache_dir: str | Path, *, need_knowledge: bool) -> EvalData:
+    data_dir = None
+    questions_source, knowledge_source = cfg.questions, cfg.knowledge
+    if cfg.novel_facts is not None:
+        spec = NovelFactsSpec(
+            n_entities=cfg.novel_facts.n_entities,
+            seed=cfg.novel_facts.seed,
+            n_paraphrases=cfg.novel_facts.n_paraphrases,
+        )
+        data_dir = ensure_novel_facts(spec, Path(cache_dir) / "data")
+        questions_source = questions_source or str(data_dir / "questions.jsonl")
+        knowledge_source = knowledge_source or str(data_dir / "knowledge.jsonl")
+    if not questions_source:
+        raise UserError(
+            "no questions given: set data.questions=PATH (or hf://DATASET)", field="data.questions"
+        )
+    if need_knowledge and not knowledge_source:
+        raise UserError(
+            "this method needs a knowledge base: set data.knowledge=PATH", field="data.knowledge"
+        )
+    questions = _read_question_source(questions_source, cfg, cfg.hf_split)
+    if cfg.limit is not None:
+        if cfg.limit < 1:
+            raise UserError(f"must be at least 1, got {cfg.limit}", field="data.limit")
+        questions = questions[: cfg.limit]
+    fewshot_pool = None
+    if cfg.fewshot:
+        fewshot_pool = _read_question_source(cfg.fewshot, cfg, cfg.hf_fewshot_split)
+    documents = None
+    if knowledge_source and (need_knowledge or any(q.source_ids for q in questions)):
+        documents = read_knowledge_base(knowledge_source)
+        validate_source_ids(questions, documents, questions_source)
+    return EvalData(
+        questions, fewshot_pool, documents, questions_source, knowledge_source, data_dir
+    )

@@ -1,0 +1,415 @@
+"""The embedded default dataset: biographies of invented people, facts no model has seen.
+
+Every entity is a fictional person with six facts, each drawn from its own pool of values. The
+generator writes a knowledge base (one biography per person), one four-option question per fact
+and template paraphrases of every biography for the paraphrase-augmentation experiment.
+
+Output depends on the spec only: all randomness comes from one ``random.Random(seed)`` and
+everything is iterated in a fixed order, so the same spec gives byte-identical files. Bump
+:data:`GENERATOR_VERSION` whenever the output changes (cached copies are keyed on it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from kfr.data.readers import (
+    write_knowledge_base_jsonl,
+    write_paraphrases_jsonl,
+    write_questions_jsonl,
+)
+from kfr.data.schema import Document, Question
+from kfr.errors import USER_ERROR_EXIT_CODE, UserError
+from kfr.storage import atomic_write_json, build_directory_once
+
+GENERATOR_NAME = "kfr.data.novel_facts"
+GENERATOR_VERSION = 1
+N_CHOICES = 4
+MAX_ENTITIES = 5000  # well below the number of possible names, so sampling stays fast
+MAX_PARAPHRASES = 100
+_MAX_DRAWS_PER_PARAPHRASE = 1000
+
+# ----------------------------------------------------------------------------- names
+# Syllables chosen so that every combination is clearly invented.
+FIRST_NAME_ONSETS = (
+    "Vel", "Quor", "Thal", "Ysm", "Brev", "Orv", "Zan", "Kest", "Mird", "Dov",
+    "Ael", "Sorv", "Tiv", "Jorv", "Wynd", "Elv", "Ferr", "Gald", "Hesk", "Isv",
+)  # fmt: skip
+FIRST_NAME_ENDINGS = (
+    "orin", "asta", "eline", "imar", "ova", "ustin", "erra", "ion",
+    "andra", "eth", "ilda", "oric", "yne", "abeth", "emir", "ulla",
+)  # fmt: skip
+LAST_NAME_STEMS = (
+    "Quaste", "Morv", "Zelt", "Ystra", "Halv", "Brisk", "Threll", "Ondu", "Pelm", "Kavr",
+    "Drost", "Ulve", "Sarn", "Vintra", "Gorv", "Elsk", "Frael", "Nibb", "Orsk", "Tamber",
+)  # fmt: skip
+LAST_NAME_ENDINGS = (
+    "brook", "wick", "ander", "ossa", "mere", "holt", "ivane", "strom",
+    "elle", "avik", "orne", "ingham", "ley", "quist", "ard", "ovich",
+)  # fmt: skip
+
+# ----------------------------------------------------------------------------- fact domains
+BIRTH_CITIES = (
+    "Marrowvale", "Quindlemoor", "Brimsalt", "Ostrevik", "Calderhythe", "Vennimar",
+    "Thistlegard", "Sorrowmere", "Pellaquin", "Draxholm", "Eskerfall", "Iblenwick",
+    "Lunquay", "Halvorsk", "Myrrenbrook", "Glimmerhaven", "Tavrosk", "Yorrowby",
+    "Kestrelmund", "Fennaport", "Zorvadel", "Ambercliff Quay", "Nethermoss", "Corvallith",
+    "Wispering Ford", "Rastelburg", "Ulmenreach", "Skarnhollow", "Belvanter", "Obrenstad",
+)  # fmt: skip
+BIRTH_YEARS = tuple(str(year) for year in range(1901, 1990))
+PROFESSIONS = (
+    "cartographer", "glassblower", "clockmaker", "beekeeper", "lighthouse keeper",
+    "bookbinder", "botanist", "stonemason", "violin maker", "tea taster", "lexicographer",
+    "ferry captain", "perfumer", "seismologist", "puppeteer", "archivist", "cooper",
+    "astronomer", "saddler", "shipwright", "typesetter", "orchardist", "locksmith", "weaver",
+    "hydrologist", "falconer", "engraver", "candlemaker",
+)  # fmt: skip
+EMPLOYERS = (
+    "Brandlewick Instruments", "Osterfane Logistics", "Quellmark Textiles",
+    "Harrowgate Optics", "Vimsey & Tolk", "Pellucid Ropeworks", "Sundrake Ferries",
+    "Grimbolt Foundry", "Aldermoss Printing", "Corvane Chemicals", "Thessamor Pumpworks",
+    "Morrowgale Saltworks", "Ebbington Looms", "Kalvering Glassworks", "Drummel & Sons",
+    "Yarrowby Mills", "Fenwhistle Press", "Obsidian Lane Bank", "Tolliver Aeronautics",
+    "Ravelstone Mining", "Quillfeather Paper", "Slatehurst Railways", "Ingleby Clockworks",
+    "Wendlemar Shipping", "Bramblecote Dairies", "Nimbrel Telegraph",
+)  # fmt: skip
+ORGANISATIONS = (
+    "Quillmere Foundation", "Halvering Botanical Society", "Order of the Lantern Keepers",
+    "Brisket Hill Rowing Club", "Society for Lunar Cartography", "Velmont Literary Guild",
+    "Ostrander Institute of Tides", "League of Amateur Glaziers", "Tamsel Orphans' Trust",
+    "Corrowby Chess Circle", "Fellowship of Quiet Bells", "Marrowvale Choral Union",
+    "Guild of Northern Kite Makers", "Pellam Seed Library", "Ashgrove Weather Society",
+    "Thornquist Academy of Dance", "Drayle Foundation for the Blind", "Yvenne Poetry Circle",
+    "Association of Moth Collectors", "Glimmerton Film Society", "Kesselmoor Mountain Rescue",
+    "Brackwater Lifeboat Fund", "Society of Ink Historians", "Orrin Valley Beekeepers' Guild",
+    "Cobble Lane Free School", "Wexley Marionette Theatre",
+)  # fmt: skip
+INSTRUMENTS = (
+    "cello", "oboe", "bassoon", "harp", "theorbo", "hurdy-gurdy", "accordion", "clarinet",
+    "viola", "harpsichord", "banjo", "mandolin", "trombone", "flute", "sitar", "bagpipes",
+    "xylophone", "euphonium", "double bass", "piccolo", "ukulele", "zither", "cornet",
+    "glockenspiel", "dulcimer", "tuba", "marimba", "lute",
+)  # fmt: skip
+
+# attribute -> values; the tuple fixes the attribute order everywhere.
+ATTRIBUTES = (
+    "birth_city",
+    "birth_year",
+    "profession",
+    "employer",
+    "founded_organisation",
+    "favourite_instrument",
+)
+DOMAINS: dict[str, tuple[str, ...]] = {
+    "birth_city": BIRTH_CITIES,
+    "birth_year": BIRTH_YEARS,
+    "profession": PROFESSIONS,
+    "employer": EMPLOYERS,
+    "founded_organisation": ORGANISATIONS,
+    "favourite_instrument": INSTRUMENTS,
+}
+
+# Questions, phrased for a cloze prompt ("Question: ...\nAnswer: <value>").
+QUESTION_TEMPLATES = {
+    "birth_city": "In which city was {name} born?",
+    "birth_year": "In what year was {name} born?",
+    "profession": "What was {name}'s profession?",
+    "employer": "Which company did {name} work for?",
+    "founded_organisation": "Which organisation did {name} found?",
+    "favourite_instrument": "What was {name}'s favourite musical instrument?",
+}
+
+# Sentence templates per fact: {s} subject, {s_pos} its possessive, {v} value, {a} "a"/"an".
+# The first template of each attribute builds the original biography.
+SENTENCE_TEMPLATES = {
+    "birth_city": (
+        "{s} was born in the city of {v}.",
+        "{v} was the birthplace of {s}.",
+        "{s} was born in {v}.",
+        "The city of {v} is where {s} was born.",
+    ),
+    "birth_year": (
+        "The year of {s_pos} birth was {v}.",
+        "{s} was born in the year {v}.",
+        "{s} came into the world in {v}.",
+        "It was in {v} that {s} was born.",
+    ),
+    "profession": (
+        "By profession, {s} was {a} {v}.",
+        "{s} worked as {a} {v}.",
+        "{s_pos} profession was that of {a} {v}.",
+        "{s} earned a living as {a} {v}.",
+    ),
+    "employer": (
+        "{s} worked for {v}.",
+        "{s_pos} employer was {v}.",
+        "For many years {s} was employed by {v}.",
+        "{v} employed {s} for most of a long career.",
+    ),
+    "founded_organisation": (
+        "{s} founded the {v}.",
+        "The {v} was founded by {s}.",
+        "{s} was the founder of the {v}.",
+        "Among other achievements, {s} established the {v}.",
+    ),
+    "favourite_instrument": (
+        "{s_pos} favourite musical instrument was the {v}.",
+        "Of all musical instruments, {s} liked the {v} best.",
+        "{s} loved the {v} more than any other instrument.",
+        "The {v} was {s_pos} favourite musical instrument.",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class NovelFactsSpec:
+    """What to generate; the same spec always gives the same dataset."""
+
+    n_entities: int = 40
+    seed: int = 0
+    n_paraphrases: int = 8
+
+    def __post_init__(self) -> None:
+        for name in ("n_entities", "seed", "n_paraphrases"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise UserError(f"expected an integer, got {value!r}", field=name)
+        if not 4 <= self.n_entities <= MAX_ENTITIES:
+            raise UserError(
+                f"must be between 4 and {MAX_ENTITIES}, got {self.n_entities}", field="n_entities"
+            )
+        if not 0 <= self.n_paraphrases <= MAX_PARAPHRASES:
+            raise UserError(
+                f"must be between 0 and {MAX_PARAPHRASES}, got {self.n_paraphrases}",
+                field="n_paraphrases",
+            )
+        for attribute in ATTRIBUTES:
+            if len(set(DOMAINS[attribute])) < N_CHOICES:
+                raise UserError(
+                    f"domain has fewer than {N_CHOICES} distinct values", field=attribute
+                )
+
+
+@dataclass
+class NovelFacts:
+    documents: list[Document]
+    questions: list[Question]
+    paraphrases: dict[str, list[str]]  # document id -> paraphrases, in document order
+
+
+@dataclass(frozen=True)
+class _Entity:
+    doc_id: str
+    name: str
+    facts: tuple[tuple[str, str], ...]  # (attribute, value) in ATTRIBUTES order
+
+
+# ----------------------------------------------------------------------------- generation
+
+
+def _possessive(name: str) -> str:
+    return name + ("'" if name.endswith("s") else "'s")
+
+
+def _article(word: str) -> str:
+    return "an" if word[0].lower() in "aeiou" else "a"
+
+
+def _sample_names(rng: random.Random, n: int) -> list[str]:
+    names: list[str] = []
+    seen: set[str] = set()
+    while len(names) < n:
+        first = rng.choice(FIRST_NAME_ONSETS) + rng.choice(FIRST_NAME_ENDINGS)
+        last = rng.choice(LAST_NAME_STEMS) + rng.choice(LAST_NAME_ENDINGS)
+        name = f"{first} {last}"
+        if name not in seen:
+            seen.add(name)
+            names.append(name)
+    return names
+
+
+def _sample_entities(rng: random.Random, n: int) -> list[_Entity]:
+    width = max(4, len(str(n)))
+    names = _sample_names(rng, n)
+    return [
+        _Entity(
+            doc_id=f"person-{i + 1:0{width}d}",
+            name=name,
+            facts=tuple((attribute, rng.choice(DOMAINS[attribute])) for attribute in ATTRIBUTES),
+        )
+        for i, name in enumerate(names)
+    ]
+
+
+def _sentence(name: str, attribute: str, value: str, template: int) -> str:
+    # Always the full name: surnames repeat across entities, and every sentence (and so every
+    # retrieval chunk or training window) should say whom it is about.
+    text = SENTENCE_TEMPLATES[attribute][template].format(
+        s=name, s_pos=_possessive(name), v=value, a=_article(value)
+    )
+    return text[0].upper() + text[1:]
+
+
+def _biography(entity: _Entity, order: list[int], templates: list[int]) -> str:
+    """Sentences for facts ``order`` (indices into entity.facts) using ``templates[index]``."""
+    return " ".join(
+        _sentence(entity.name, *entity.facts[index], templates[index]) for index in order
+    )
+
+
+def _document(entity: _Entity) -> Document:
+    n = len(entity.facts)
+    return Document(
+        id=entity.doc_id,
+        text=_biography(entity, list(range(n)), [0] * n),
+        title=entity.name,
+        meta={"entity": entity.name, "facts": dict(entity.facts)},
+    )
+
+
+def _paraphrases(rng: random.Random, entity: _Entity, original: str, n: int) -> list[str]:
+    """``n`` distinct rewrites of ``original``: random templates and a shuffled fact order."""
+    seen = {original}
+    paraphrases: list[str] = []
+    for _ in range(n * _MAX_DRAWS_PER_PARAPHRASE):
+        if len(paraphrases) == n:
+            break
+        order = list(range(len(entity.facts)))
+        rng.shuffle(order)
+        templates = [rng.randrange(len(SENTENCE_TEMPLATES[a])) for a, _ in entity.facts]
+        text = _biography(entity, order, templates)
+        if text not in seen:
+            seen.add(text)
+            paraphrases.append(text)
+    if len(paraphrases) < n:  # unreachable with the template tables above
+        raise UserError(
+            f"could only make {len(paraphrases)} distinct paraphrases", field="n_paraphrases"
+        )
+    return paraphrases
+
+
+def _questions(rng: random.Random, entity: _Entity) -> list[Question]:
+    questions = []
+    for attribute, answer in entity.facts:
+        distractors = rng.sample([v for v in DOMAINS[attribute] if v != answer], N_CHOICES - 1)
+        position = rng.randrange(N_CHOICES)
+        choices = [*distractors[:position], answer, *distractors[position:]]
+        questions.append(
+            Question(
+                id=f"{entity.doc_id}-{attribute}",
+                question=QUESTION_TEMPLATES[attribute].format(name=entity.name),
+                choices=tuple(choices),
+                answer=position,
+                subject=attribute,
+                source_ids=(entity.doc_id,),
+            )
+        )
+    return questions
+
+
+def generate_novel_facts(spec: NovelFactsSpec) -> NovelFacts:
+    rng = random.Random(spec.seed)
+    entities = _sample_entities(rng, spec.n_entities)
+    documents = [_document(entity) for entity in entities]
+    questions = [q for entity in entities for q in _questions(rng, entity)]
+    paraphrases = {
+        entity.doc_id: _paraphrases(rng, entity, document.text, spec.n_paraphrases)
+        for entity, document in zip(entities, documents, strict=True)
+    }
+    return NovelFacts(documents=documents, questions=questions, paraphrases=paraphrases)
+
+
+# ----------------------------------------------------------------------------- files
+
+FILE_NAMES = {
+    "knowledge": "knowledge.jsonl",
+    "questions": "questions.jsonl",
+    "paraphrases": "paraphrases.jsonl",
+    "card": "card.json",
+}
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_novel_facts(spec: NovelFactsSpec, out_dir: str | Path) -> dict[str, Path]:
+    """Write the dataset and its card into ``out_dir``; returns ``{kind: path}``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = generate_novel_facts(spec)
+    paths = {kind: out_dir / name for kind, name in FILE_NAMES.items()}
+    write_knowledge_base_jsonl(paths["knowledge"], data.documents)
+    write_questions_jsonl(paths["questions"], data.questions)
+    write_paraphrases_jsonl(paths["paraphrases"], data.paraphrases)
+    card = {
+        "generator": GENERATOR_NAME,
+        "version": GENERATOR_VERSION,
+        "spec": asdict(spec),
+        "counts": {
+            "documents": len(data.documents),
+            "questions": len(data.questions),
+            "paraphrases": sum(len(p) for p in data.paraphrases.values()),
+            "knowledge_characters": sum(len(d.text) for d in data.documents),
+        },
+        "sha256": {
+            FILE_NAMES[kind]: _sha256(paths[kind])
+            for kind in ("knowledge", "questions", "paraphrases")
+        },
+    }
+    atomic_write_json(paths["card"], card)
+    return paths
+
+
+def cache_name(spec: NovelFactsSpec) -> str:
+    return (
+        f"novel_facts-v{GENERATOR_VERSION}-{spec.n_entities}e-{spec.n_paraphrases}p-seed{spec.seed}"
+    )
+
+
+def ensure_novel_facts(spec: NovelFactsSpec, cache_dir: str | Path) -> Path:
+    """The dataset's directory under ``cache_dir``, built once even by concurrent jobs."""
+    return build_directory_once(
+        Path(cache_dir) / cache_name(spec), lambda tmp: write_novel_facts(spec, tmp)
+    )
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="kfr-novel-facts",
+        description="Write the synthetic novel-facts dataset (knowledge base, questions, "
+        "paraphrases, card).",
+    )
+    defaults = NovelFactsSpec()
+    parser.add_argument("--out", required=True, type=Path, help="output directory")
+    parser.add_argument("--entities", type=int, default=defaults.n_entities)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--paraphrases", type=int, default=defaults.n_paraphrases)
+    args = parser.parse_args(argv)
+    try:
+        spec = NovelFactsSpec(
+            n_entities=args.entities, seed=args.seed, n_paraphrases=args.paraphrases
+        )
+        paths = write_novel_facts(spec, args.out)
+    except UserError as e:
+        print(f"kfr-novel-facts: {e}", file=sys.stderr)
+        return USER_ERROR_EXIT_CODE
+    counts = json.loads(paths["card"].read_text(encoding="utf-8"))["counts"]
+    print(
+        f"wrote {counts['documents']} documents ({counts['knowledge_characters']} characters), "
+        f"{counts['questions']} questions and {counts['paraphrases']} paraphrases to {args.out}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""The in-memory records every reader produces and every consumer takes.
+
+The on-disk formats (JSONL, MMLU CSV, directories of text files, Hugging Face datasets) are
+documented in the README; readers validate them and turn each record into one of these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Document:
+    """One knowledge-base document."""
+
+    id: str
+    text: str
+    title: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        record: dict[str, Any] = {"id": self.id, "text": self.text}
+        if self.title is not None:
+            record["title"] = self.title
+        if self.meta:
+            record["meta"] = self.meta
+        return record
+
+
+@dataclass(frozen=True)
+class Question:
+    """One multiple-choice question; ``answer`` is the 0-based index of the correct choice."""
+
+    id: str
+    question: str
+    choices: tuple[str, ...]
+    answer: int
+    subject: str | None = None
+    source_ids: tuple[str, ...] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "id": self.id,
+            "question": self.question,
+            "choices": list(self.choices),
+            "answer": self.answer,
+        }
+        if self.subject is not None:
+            record["subject"] = self.subject
+        if self.source_ids is not None:
+            record["source_ids"] = list(self.source_ids)
+        return record

@@ -1,0 +1,211 @@
+"""Answer scoring requests with a causal LM: summed log-probability of each continuation.
+
+Token boundaries follow LM-Evaluation-Harness exactly: trailing spaces of the context move into
+the continuation, context+continuation is encoded as a whole, and the continuation's tokens are
+what follows the context's own encoding. Inputs longer than ``max_length`` are cut from the left
+per choice, as lm-eval does.
+
+Two things make this faster than scoring each (context, choice) pair on its own, without changing
+the numbers being computed:
+- The choices of one question share their context. They are packed into one sequence,
+  ``context + choice_1 + choice_2 + ...``, with position ids restarting after the context for each
+  choice and a 4-D attention mask that lets each choice see the context and itself only: the
+  context is computed once per question instead of once per choice.
+- Only positions that predict a continuation token go through the output head and the
+  log-softmax; lm-eval computes the full vocabulary at every position, which dominates its cost
+  on long (retrieval-augmented) contexts.
+Batches are sorted longest first, so an out-of-memory error shows up at the first batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from kfr.evaluation.prompts import ChoiceRequest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Unit:
+    """One packed sequence: a context and the choices that share it."""
+
+    request: int
+    context: list[int]
+    choices: list[tuple[int, list[int]]]  # (choice index, continuation tokens)
+
+    @property
+    def length(self) -> int:
+        # The last token of each continuation is never an input: nothing is predicted from it.
+        return len(self.context) + sum(len(tokens) - 1 for _, tokens in self.choices)
+
+
+@dataclass
+class ScoringStats:
+    truncated_requests: int = 0
+    sequences: int = 0
+    tokens: int = 0
+
+
+def _encode(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def split_tokens(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """lm-eval's ``_encode_pair``: the (context, continuation) tokens of one choice."""
+    n_spaces = len(context) - len(context.rstrip())
+    if n_spaces > 0:
+        continuation = context[-n_spaces:] + continuation
+        context = context[:-n_spaces]
+    whole = _encode(tokenizer, context + continuation)
+    context_tokens = _encode(tokenizer, context)
+    return context_tokens, whole[len(context_tokens) :]
+
+
+def _prefix_token(tokenizer) -> int:
+    for token_id in (tokenizer.bos_token_id, tokenizer.eos_token_id):
+        if token_id is not None:
+            return token_id
+    raise ValueError("the tokenizer has neither a BOS nor an EOS token to start an empty context")
+
+
+def _units_for(
+    index: int, request: ChoiceRequest, tokenizer, max_length: int, stats: ScoringStats
+) -> list[_Unit]:
+    pairs = [split_tokens(tokenizer, request.context, c) for c in request.continuations]
+    if request.context.rstrip() == "":
+        pairs = [([_prefix_token(tokenizer)], _encode(tokenizer, c)) for c in request.continuations]
+    for k, (_, cont) in enumerate(pairs):
+        if not cont:
+            raise ValueError(f"question {request.question_id}: choice {k} encodes to no tokens")
+    context = pairs[0][0]
+    if all(len(ctx) + len(cont) - 1 <= max_length for ctx, cont in pairs):
+        # The context encoding does not depend on the choice: one shared unit.
+        return [_Unit(index, context, [(k, cont) for k, (_, cont) in enumerate(pairs)])]
+    # Too long: cut each choice's input from the left as lm-eval does; contexts then differ.
+    stats.truncated_requests += 1
+    units = []
+    for k, (ctx, cont) in enumerate(pairs):
+        window = (ctx + cont)[-(max_length + 1) :]
+        if len(cont) >= len(window):
+            raise ValueError(
+                f"question {request.question_id}: choice {k} alone is longer than max_length"
+            )
+        units.append(_Unit(index, window[: len(window) - len(cont)], [(k, cont)]))
+    return units
+
+
+def _pack(units: Sequence[_Unit], pad_id: int, dtype: torch.dtype, device: torch.device):
+    """Inputs, positions, additive 4-D mask and (row, position, token, unit, choice) targets."""
+    width = max(unit.length for unit in units)
+    batch = len(units)
+    input_ids = torch.full((batch, width), pad_id, dtype=torch.long)
+    positions = torch.zeros((batch, width), dtype=torch.long)
+    # Segment of each position: -1 context, k >= 0 choice k, padding a unique value < -1 so a
+    # padding row attends to the context and itself (never an empty row, which would give NaN).
+    segments = -2 - torch.arange(width).repeat(batch, 1)
+    targets: list[tuple[int, int, int, int, int]] = []
+    for row, unit in enumerate(units):
+        n_ctx = len(unit.context)
+        input_ids[row, :n_ctx] = torch.tensor(unit.context)
+        positions[row, :n_ctx] = torch.arange(n_ctx)
+        segments[row, :n_ctx] = -1
+        offset = n_ctx
+        for k, tokens in unit.choices:
+            body = tokens[:-1]
+            end = offset + len(body)
+            input_ids[row, offset:end] = torch.tensor(body, dtype=torch.long)
+            positions[row, offset:end] = torch.arange(n_ctx, n_ctx + len(body))
+            segments[row, offset:end] = k
+            # Token i of the choice is predicted from the context's last position (i == 0) or
+            # from the choice's own token i - 1.
+            for i, token in enumerate(tokens):
+                source = n_ctx - 1 if i == 0 else offset + i - 1
+                targets.append((row, source, token, unit.request, k))
+            offset = end
+    causal = torch.ones((width, width), dtype=torch.bool).tril()
+    seg_q = segments[:, :, None]
+    seg_k = segments[:, None, :]
+    allowed = causal & ((seg_k == -1) | (seg_k == seg_q))
+    mask = torch.zeros(allowed.shape, dtype=dtype)
+    mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+    return (input_ids.to(device), positions.to(device), mask[:, None].to(device), targets)
+
+
+def _split_head(model):
+    """(decoder, output head) when the head can be applied to selected positions only."""
+    config = model.config
+    if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None):
+        return None
+    get_decoder = getattr(model, "get_decoder", None)
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    decoder = get_decoder() if callable(get_decoder) else None
+    if decoder is None or head is None or decoder is model:
+        return None
+    return decoder, head
+
+
+@torch.inference_mode()
+def _score_batch(model, split, units, pad_id, dtype, device) -> list[tuple[int, int, float]]:
+    input_ids, positions, mask, targets = _pack(units, pad_id, dtype, device)
+    rows = torch.tensor([t[0] for t in targets], device=device)
+    sources = torch.tensor([t[1] for t in targets], device=device)
+    tokens = torch.tensor([t[2] for t in targets], device=device)
+    if split is not None:
+        decoder, head = split
+        hidden = decoder(
+            input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=False
+        ).last_hidden_state
+        logits = head(hidden[rows, sources])
+    else:
+        logits = model(
+            input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=False
+        ).logits[rows, sources]
+    logprobs = torch.log_softmax(logits.float(), dim=-1).gather(1, tokens[:, None])[:, 0]
+    return [(t[3], t[4], lp) for t, lp in zip(targets, logprobs.tolist(), strict=True)]
+
+
+def score_requests(
+    model,
+    tokenizer,
+    requests: Sequence[ChoiceRequest],
+    *,
+    max_length: int,
+    batch_size: int = 8,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> tuple[list[list[float]], ScoringStats]:
+    """Summed log-probability of every continuation of every request, in request order."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    stats = ScoringStats()
+    units = [
+        u for i, r in enumerate(requests) for u in _units_for(i, r, tokenizer, max_length, stats)
+    ]
+    # Longest first (ties by request order, so the order is deterministic).
+    units.sort(key=lambda unit: (-unit.length, unit.request))
+    scores = [[0.0] * len(r.continuations) for r in requests]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    dtype = next(model.parameters()).dtype
+    if not dtype.is_floating_point:  # quantized weights: masks in the compute dtype
+        dtype = torch.float32
+    split = _split_head(model)
+    device = torch.device(device)
+    batches = [units[i : i + batch_size] for i in range(0, len(units), batch_size)]
+    for batch in tqdm(batches, desc="scoring", unit="batch", disable=not progress):
+        for request, choice, logprob in _score_batch(model, split, batch, pad_id, dtype, device):
+            scores[request][choice] += logprob
+        stats.sequences += len(batch)
+        stats.tokens += sum(unit.length for unit in batch)
+    if stats.truncated_requests:
+        log.warning(
+            "%d questions were longer than max_length=%d and cut from the left",
+            stats.truncated_requests,
+            max_length,
+        )
+    return scores, stats

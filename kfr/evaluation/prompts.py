@@ -1,0 +1,151 @@
+"""Questions -> scoring requests, with LM-Evaluation-Harness's prompt conventions.
+
+cloze:  context ``"Question: {question}\\nAnswer:"``, continuations ``" {choice}"``.
+letter: MMLU as in lm-eval, ``"The following are multiple choice questions (with answers) about
+        {subject}.\\n\\n"`` + few-shot examples + ``"{question}\\nA. ..\\nB. ..\\nAnswer:"``,
+        continuations ``" A"``, ``" B"``, ...
+Few-shot examples end with ``" {target}"`` and are joined by blank lines. Retrieved passages,
+when given, are joined by blank lines and placed before everything else.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from kfr.config import PromptStyle
+from kfr.data.schema import Question
+
+TARGET_DELIMITER = " "
+FEWSHOT_DELIMITER = "\n\n"
+LETTERS = string.ascii_uppercase
+
+
+@dataclass(frozen=True)
+class ChoiceRequest:
+    """Everything needed to score one question: a shared context and one continuation per choice.
+
+    ``choice_lengths`` are the character counts lm-eval divides by for ``acc_norm``: the length
+    of the choice as listed (the choice text for cloze, the letter for letter style), without the
+    leading delimiter.
+    """
+
+    question_id: str
+    context: str
+    continuations: tuple[str, ...]
+    choice_lengths: tuple[int, ...]
+
+
+def _letter_body(question: Question) -> str:
+    options = "".join(f"{LETTERS[i]}. {choice}\n" for i, choice in enumerate(question.choices))
+    return f"{question.question.strip()}\n{options}Answer:"
+
+
+def _cloze_body(question: Question) -> str:
+    return f"Question: {question.question}\nAnswer:"
+
+
+def _choice_labels(question: Question, style: PromptStyle) -> list[str]:
+    if style == PromptStyle.letter:
+        return [LETTERS[i] for i in range(len(question.choices))]
+    return list(question.choices)
+
+
+def _body(question: Question, style: PromptStyle) -> str:
+    return _letter_body(question) if style == PromptStyle.letter else _cloze_body(question)
+
+
+def _example(question: Question, style: PromptStyle) -> str:
+    target = _choice_labels(question, style)[question.answer]
+    return _body(question, style) + TARGET_DELIMITER + target
+
+
+def _description(question: Question, style: PromptStyle, description: str | None) -> str:
+    if description is not None:
+        return description.format(subject=(question.subject or "").replace("_", " "))
+    if style != PromptStyle.letter:
+        return ""
+    if question.subject:
+        subject = question.subject.replace("_", " ")
+        return f"The following are multiple choice questions (with answers) about {subject}.\n\n"
+    return "The following are multiple choice questions (with answers).\n\n"
+
+
+def select_fewshot(
+    question: Question,
+    shots: int,
+    pool: Sequence[Question],
+    *,
+    pool_is_eval_set: bool,
+    seed: int,
+) -> list[Question]:
+    """Pick ``shots`` examples for ``question``, deterministically.
+
+    A separate pool (MMLU's dev split) gives its first ``shots`` questions of the same subject,
+    as lm-eval's ``first_n`` sampler does. When examples must come from the evaluated set itself,
+    they are drawn at random, excluding the question, with a generator seeded by ``seed`` and the
+    question's id, so the choice does not depend on question order or on ``data.limit``.
+    """
+    if shots <= 0:
+        return []
+    same_subject = [q for q in pool if q.subject == question.subject and q.id != question.id]
+    candidates = (
+        same_subject if len(same_subject) >= shots else [q for q in pool if q.id != question.id]
+    )
+    if not pool_is_eval_set:
+        return list(candidates[:shots])
+    rng = random.Random(f"{seed}:{question.id}")
+    return rng.sample(candidates, min(shots, len(candidates)))
+
+
+def build_context(
+    question: Question,
+    style: PromptStyle,
+    examples: Sequence[Question] = (),
+    *,
+    description: str | None = None,
+    passages: Sequence[str] = (),
+) -> str:
+    parts = [_example(example, style) for example in examples] + [_body(question, style)]
+    prompt = _description(question, style, description) + FEWSHOT_DELIMITER.join(parts)
+    if passages:
+        prompt = FEWSHOT_DELIMITER.join(passages) + FEWSHOT_DELIMITER + prompt
+    return prompt
+
+
+def build_requests(
+    questions: Sequence[Question],
+    style: PromptStyle,
+    *,
+    shots: int = 0,
+    fewshot_pool: Sequence[Question] | None = None,
+    fewshot_seed: int = 1234,
+    description: str | None = None,
+    passages: Mapping[str, Sequence[str]] | None = None,
+) -> list[ChoiceRequest]:
+    """One request per question, in the order given."""
+    pool = fewshot_pool if fewshot_pool is not None else questions
+    requests = []
+    for question in questions:
+        examples = select_fewshot(
+            question, shots, pool, pool_is_eval_set=fewshot_pool is None, seed=fewshot_seed
+        )
+        context = build_context(
+            question,
+            style,
+            examples,
+            description=description,
+            passages=(passages or {}).get(question.id, ()),
+        )
+        labels = _choice_labels(question, style)
+        requests.append(
+            ChoiceRequest(
+                question_id=question.id,
+                context=context,
+                continuations=tuple(TARGET_DELIMITER + label for label in labels),
+                choice_lengths=tuple(len(label) for label in labels),
+            )
+        )
+    return requests
