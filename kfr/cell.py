@@ -20,7 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from kfr.config import config_hash
+from kfr.config import config_hash, validate_config
 from kfr.data.loading import load_eval_data
 from kfr.errors import UserError
 from kfr.evaluation.loglikelihood import score_requests
@@ -89,6 +89,7 @@ def format_summary(results: dict[str, Any]) -> str:
 def run_cell(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Run the cell ``cfg`` describes, write its outputs to ``run_dir`` and return the results."""
     run_dir = Path(run_dir)
+    validate_config(cfg)
     digest = config_hash(cfg)
     if cfg.skip_completed and (done := completed_results(run_dir, digest)) is not None:
         log.info("Results for config %s already in %s: skipping", digest, run_dir)

@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -64,9 +65,10 @@ def _run(cfg: DictConfig) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         results = run_cell(cfg, run_dir)
-    except UserError:
+    except UserError as err:
         _remove_hydra_leftovers(run_dir, Path(cfg.paths.output_root))
-        raise
+        # SystemExit passes through Hydra's job runner, which would log every Exception.
+        _exit_user_error(err)
     print(format_summary(results))
     print(f"results: {run_dir / 'results.json'}")
     return float(results["metrics"]["acc"])
@@ -86,14 +88,18 @@ def _config_error_message(err: BaseException) -> str:
     return " | ".join(dict.fromkeys(kept))
 
 
+def _exit_user_error(err: UserError) -> NoReturn:
+    print(f"kfr: error: {err}", file=sys.stderr)
+    sys.exit(USER_ERROR_EXIT_CODE)
+
+
 def main() -> None:
     # Let exceptions reach this function instead of Hydra printing and exiting with code 1.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         _run()
     except UserError as err:
-        print(f"kfr: error: {err}", file=sys.stderr)
-        sys.exit(USER_ERROR_EXIT_CODE)
+        _exit_user_error(err)
     except (HydraException, OmegaConfBaseException) as err:
         print(f"kfr: config error: {_config_error_message(err)}", file=sys.stderr)
         sys.exit(USER_ERROR_EXIT_CODE)

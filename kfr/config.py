@@ -16,6 +16,7 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from platformdirs import user_cache_dir
 
 
@@ -89,6 +90,37 @@ class MethodConfig:
     retrieve: bool = False  # put retrieved knowledge-base chunks before each question
 
 
+class EncoderSource(str, Enum):
+    hf = "hf"  # a Hugging Face hub id or a local sentence-transformers directory
+    package = "package"  # a sentence-transformers directory inside an installed Python package
+
+
+@dataclass
+class RetrieverConfig:
+    # Used by methods with method.retrieve=true; ignored (and not hashed) otherwise.
+    name: str = MISSING  # short name used in cache keys, reports and W&B tags
+    source: EncoderSource = EncoderSource.hf
+    path: str | None = None  # hf: hub id or local directory; package: directory inside it
+    revision: str | None = None  # hf: hub revision (branch, tag or commit); in the cache key
+    package: str | None = None  # source=package: importable package holding the model files
+    query_prefix: str = ""  # put before each query (bge: "Represent this sentence ...: ")
+    passage_prefix: str = ""  # put before each chunk when embedding it (e5: "passage: ")
+    batch_size: int = 64  # texts per encoder forward pass
+    max_seq_length: int | None = None  # encoder truncation length; null = the model's own
+    fp16: bool = True  # encode in float16 on a GPU (never on the CPU); in the cache key
+    chunk_tokens: int = 128  # most encoder tokens per chunk (prefix and specials not counted)
+    chunk_overlap: int = 16  # repeat up to this many tokens (whole sentences) of the last chunk
+    # faiss.index_factory spec, inner product on normalised embeddings: Flat (exact),
+    # IVF{n},Flat, HNSW32, IVF{n},PQ{m}, ... A bad spec is reported before anything is encoded.
+    index: str = "Flat"
+    nprobe: int | None = None  # IVF lists searched; null = max(16, n/16), at most n
+    ef_search: int = 128  # HNSW search breadth (recall@10 vs Flat >= 0.95 on typical data)
+    k: int = 3  # chunks put before each question; 0 = exactly the base method's prompts
+    query_with_choices: bool = False  # query = question + its choices, not the question alone
+    device: str = "auto"  # encoder and FAISS: auto (cuda if available) | cpu | cuda | cuda:N
+    gpu_ids: list[int] | None = None  # FAISS GPUs; null = all visible (cuda:N: only GPU N)
+
+
 @dataclass
 class EvalConfig:
     style: PromptStyle = PromptStyle.cloze
@@ -125,6 +157,7 @@ class KfrConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
+    retriever: RetrieverConfig = field(default_factory=RetrieverConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
@@ -139,6 +172,24 @@ def register_schema() -> None:
 
 register_schema()
 
+
+def validate_config(cfg: DictConfig) -> None:
+    """Re-check ``cfg`` against the schema.
+
+    Composition already rejects unknown keys and wrong types, except for keys a user adds with
+    Hydra's ``+key=value`` syntax, which bypasses struct mode; those are caught here.
+    """
+    from kfr.errors import UserError
+
+    plain = OmegaConf.to_container(cfg, resolve=False, enum_to_str=True)
+    try:
+        OmegaConf.merge(OmegaConf.structured(KfrConfig), plain)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "?"
+        message = str(err).splitlines()[0]
+        raise UserError(f"not a valid setting ({message})", field=key) from None
+
+
 # Keys that say where things are stored or how they are displayed, not what is computed.
 _NOT_HASHED = ("paths", "skip_completed")
 _NOT_HASHED_EVAL = ("progress",)
@@ -150,5 +201,8 @@ def config_hash(cfg: DictConfig) -> str:
     assert isinstance(container, dict)
     container = {k: v for k, v in container.items() if k not in _NOT_HASHED and k != "hydra"}
     container["eval"] = {k: v for k, v in container["eval"].items() if k not in _NOT_HASHED_EVAL}
+    if not container["method"]["retrieve"]:
+        # A cell that does not retrieve keeps its hash whatever the retriever group says.
+        container.pop("retriever", None)
     blob = json.dumps(container, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]

@@ -97,6 +97,7 @@ def select_fewshot(
     if not pool_is_eval_set:
         return list(candidates[:shots])
     rng = random.Random(f"{seed}:{question.id}")
+    candidates = sorted(candidates, key=lambda q: q.id)  # independent of file order
     return rng.sample(candidates, min(shots, len(candidates)))
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks and reference implementations used to check kfr against other tools."""

@@ -1,0 +1,204 @@
+"""Throughput and agreement of kfr's scorer against lm-eval on the same requests.
+
+Two workloads on the embedded SmolLM2-135M and the novel-facts questions:
+- short: 0-shot cloze prompts as kfr builds them;
+- rag: the same prompts preceded by knowledge-base passages (the question's own source document,
+  then other documents in file order) until the context reaches about ``--context-tokens``.
+
+Both scorers get the same requests and the same batch size; each is warmed up once per workload
+before it is timed. lm-eval's time is the time spent inside its ``loglikelihood`` (tokenization
+and forward passes, what ``score_requests`` does); its whole ``simple_evaluate`` call is reported
+alongside. Run from the repository root::
+
+    .venv/bin/python -m benchmarks.eval_throughput [--questions N] [--batch-size B] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.lm_eval_peer import evaluate_requests, load_peer_model
+from kfr.config import PromptStyle
+from kfr.data.novel_facts import NovelFactsSpec, ensure_novel_facts
+from kfr.data.readers import read_knowledge_base, read_questions
+from kfr.data.schema import Document, Question
+from kfr.evaluation.loglikelihood import score_requests
+from kfr.evaluation.metrics import predict
+from kfr.evaluation.prompts import ChoiceRequest, build_requests
+
+
+@dataclass
+class Row:
+    workload: str
+    questions: int
+    context_tokens: float  # mean over the questions
+    batch_size: int
+    kfr_qps: float
+    lm_eval_qps: float  # scoring only: inside lm.loglikelihood
+    ratio: float  # kfr_qps / lm_eval_qps
+    lm_eval_evaluate_qps: float  # the whole simple_evaluate call
+    same_acc_pct: float  # questions whose argmax prediction is the same
+    same_acc_norm_pct: float
+    max_abs_ll_diff: float
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("KFR_CACHE_DIR", Path.home() / ".cache" / "kfr"))
+
+
+def _load_kfr_model(cache_dir: Path):
+    from omegaconf import OmegaConf
+
+    from kfr.config import ModelConfig
+    from kfr.models.loading import load_model
+
+    conf = Path(__file__).resolve().parent.parent / "conf" / "model" / "smollm2_135m.yaml"
+    cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.load(conf))
+    cfg.device = "cpu"  # the comparison is on CPU; lm-eval gets device=cpu as well
+    return load_model(OmegaConf.to_object(cfg), cache_dir)
+
+
+def _n_tokens(tokenizer, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def rag_passages(question: Question, documents: Sequence[Document], tokenizer,
+                 target_tokens: int) -> list[str]:
+    """The source document first, then others in order, until the context has ~target tokens."""
+    by_id = {d.id: d for d in documents}
+    first = [by_id[i] for i in question.source_ids if i in by_id]
+    rest = [d for d in documents if d.id not in question.source_ids]
+    passages: list[str] = []
+    for document in first + rest:
+        context = build_requests([question], PromptStyle.cloze,
+                                 passages={question.id: passages})[0].context
+        if _n_tokens(tokenizer, context) >= target_tokens:
+            break
+        passages.append(document.text)
+    return passages
+
+
+def rag_requests(questions: Sequence[Question], documents: Sequence[Document], tokenizer,
+                 target_tokens: int) -> list[ChoiceRequest]:
+    passages = {q.id: rag_passages(q, documents, tokenizer, target_tokens) for q in questions}
+    return build_requests(questions, PromptStyle.cloze, passages=passages)
+
+
+def _time_kfr(loaded, requests: Sequence[ChoiceRequest], batch_size: int):
+    start = time.perf_counter()
+    scores, _ = score_requests(loaded.model, loaded.tokenizer, requests,
+                               max_length=loaded.max_length, batch_size=batch_size,
+                               device=loaded.device, progress=False)
+    return scores, time.perf_counter() - start
+
+
+def _same_pct(a: Sequence[int], b: Sequence[int]) -> float:
+    return 100.0 * float(np.mean([x == y for x, y in zip(a, b, strict=True)]))
+
+
+def run_workload(name: str, loaded, peer, questions: Sequence[Question],
+                 requests: Sequence[ChoiceRequest], batch_size: int) -> Row:
+    answers = [q.answer for q in questions]
+    # Warm-up: the first forward passes of a new shape pay for kernel/allocator set-up.
+    warm = list(requests[:batch_size])
+    _time_kfr(loaded, warm, batch_size)
+    evaluate_requests(peer, warm, answers[:batch_size])
+
+    scores, kfr_seconds = _time_kfr(loaded, requests, batch_size)
+    theirs = evaluate_requests(peer, requests, answers)
+    ours = predict(questions, scores, [r.choice_lengths for r in requests])
+    diff = max(abs(a - b) for x, y in zip(scores, theirs.loglikelihoods, strict=True)
+               for a, b in zip(x, y, strict=True))
+    n = len(requests)
+    return Row(
+        workload=name,
+        questions=n,
+        context_tokens=float(np.mean([_n_tokens(loaded.tokenizer, r.context) for r in requests])),
+        batch_size=batch_size,
+        kfr_qps=n / kfr_seconds,
+        lm_eval_qps=n / theirs.seconds_scoring,
+        ratio=theirs.seconds_scoring / kfr_seconds,
+        lm_eval_evaluate_qps=n / theirs.seconds_evaluate,
+        same_acc_pct=_same_pct([p.prediction for p in ours], theirs.predictions),
+        same_acc_norm_pct=_same_pct([p.prediction_norm for p in ours], theirs.predictions_norm),
+        max_abs_ll_diff=diff,
+    )
+
+
+def markdown_table(rows: Sequence[Row]) -> str:
+    lines = [
+        "| workload | questions | context tokens (mean) | batch | kfr q/s | lm-eval q/s "
+        "| kfr / lm-eval | lm-eval q/s (whole simple_evaluate) | same pred. acc "
+        "| same pred. acc_norm | max abs Δ loglik |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.workload} | {r.questions} | {r.context_tokens:.0f} | {r.batch_size} "
+            f"| {r.kfr_qps:.2f} | {r.lm_eval_qps:.2f} | {r.ratio:.2f}x "
+            f"| {r.lm_eval_evaluate_qps:.2f} | {r.same_acc_pct:.1f}% "
+            f"| {r.same_acc_norm_pct:.1f}% | {r.max_abs_ll_diff:.1e} |"
+        )
+    return "\n".join(lines)
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--questions", type=int, default=120, help="short-prompt questions")
+    parser.add_argument("--rag-questions", type=int, default=40, help="RAG-prompt questions")
+    parser.add_argument("--context-tokens", type=int, default=1000,
+                        help="approximate context length of the RAG prompts")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                        help="torch threads (default: the cores this process may use)")
+    parser.add_argument("--out", type=Path, help="also write the rows as JSON here")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse_args(argv)
+    torch.set_num_threads(args.threads)
+    cache_dir = _cache_dir()
+    loaded = _load_kfr_model(cache_dir)
+    peer = load_peer_model(loaded.checkpoint, batch_size=args.batch_size,
+                           max_length=loaded.max_length)
+    data = ensure_novel_facts(NovelFactsSpec(), cache_dir)
+    questions = read_questions(data / "questions.jsonl")
+    documents = read_knowledge_base(data / "knowledge.jsonl")
+
+    rows = []
+    if args.questions > 0:
+        short = questions[: args.questions]
+        rows.append(run_workload("short (cloze 0-shot)", loaded, peer, short,
+                                 build_requests(short, PromptStyle.cloze), args.batch_size))
+    if args.rag_questions > 0:
+        rag = questions[: args.rag_questions]
+        requests = rag_requests(rag, documents, loaded.tokenizer, args.context_tokens)
+        rows.append(run_workload(f"rag (~{args.context_tokens} tokens)", loaded, peer, rag,
+                                 requests, args.batch_size))
+
+    print(markdown_table(rows))
+    if args.out:
+        report = {
+            "model": loaded.checkpoint,
+            "threads": args.threads,
+            "torch": torch.__version__,
+            "machine": platform.platform(),
+            "rows": [asdict(r) for r in rows],
+        }
+        args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

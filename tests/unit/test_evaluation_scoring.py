@@ -1,0 +1,138 @@
+"""Packed, batched scoring must equal lm-eval's one-forward-per-choice computation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kfr.config import PromptStyle
+from kfr.data.schema import Question
+from kfr.evaluation.loglikelihood import score_requests, split_tokens
+from kfr.evaluation.prompts import ChoiceRequest, build_requests
+
+
+def reference_loglikelihood(model, tokenizer, context: str, continuation: str, max_length: int):
+    """lm-eval's HFLM computation for one (context, continuation) pair, written out plainly."""
+    ctx, cont = split_tokens(tokenizer, context, continuation)
+    inputs = (ctx + cont)[-(max_length + 1) :][:-1]
+    with torch.no_grad():
+        logits = model(torch.tensor([inputs])).logits[0].float().log_softmax(-1)
+    scored = logits[-len(cont) :]
+    return sum(scored[i, token].item() for i, token in enumerate(cont))
+
+
+QUESTIONS = [
+    Question(
+        "a",
+        "Which river runs through the old town of Brellmoor?",
+        ("the Vask", "Ister", "a small unnamed stream near the mill", "none"),
+        0,
+        "rivers",
+    ),
+    Question(
+        "b",
+        "Who founded the Velmont Literary Guild?",
+        ("Tivabeth Morvelle", "Oskar", "Ana Lise Marrow-Kent", "nobody at all, it grew"),
+        2,
+        "people",
+    ),
+    Question("c", "Year?", ("1901", "1977", "2003", "1850"), 1, "years"),
+    Question("d", "Pick one.", ("x", "y"), 1, None),
+    Question(
+        "e",
+        "A much longer question " * 6 + "ending here?",
+        ("alpha beta", "gamma", "delta epsilon zeta", "eta"),
+        3,
+        "long",
+    ),
+]
+
+
+@pytest.fixture(scope="module", params=[PromptStyle.cloze, PromptStyle.letter])
+def requests_(request):
+    return build_requests(QUESTIONS, request.param, shots=1)
+
+
+def test_split_tokens_moves_trailing_space_into_continuation(tiny_lm):
+    tok = tiny_lm.tokenizer
+    ctx, cont = split_tokens(tok, "Answer: ", "Paris")
+    assert ctx == tok("Answer:", add_special_tokens=False)["input_ids"]
+    assert ctx + cont == tok("Answer: Paris", add_special_tokens=False)["input_ids"]
+
+
+def test_packed_scores_equal_per_choice_reference(tiny_lm, requests_):
+    scores, stats = score_requests(
+        tiny_lm.model,
+        tiny_lm.tokenizer,
+        requests_,
+        max_length=tiny_lm.max_length,
+        batch_size=3,
+        progress=False,
+    )
+    assert stats.truncated_requests == 0
+    for request, row in zip(requests_, scores, strict=True):
+        expected = [
+            reference_loglikelihood(
+                tiny_lm.model, tiny_lm.tokenizer, request.context, c, tiny_lm.max_length
+            )
+            for c in request.continuations
+        ]
+        assert row == pytest.approx(expected, abs=2e-4)
+
+
+def test_batch_size_does_not_change_results(tiny_lm, requests_):
+    runs = [
+        score_requests(
+            tiny_lm.model,
+            tiny_lm.tokenizer,
+            requests_,
+            max_length=tiny_lm.max_length,
+            batch_size=bs,
+            progress=False,
+        )[0]
+        for bs in (1, 2, 5, 16)
+    ]
+    argmaxes = [[max(range(len(r)), key=r.__getitem__) for r in run] for run in runs]
+    assert all(a == argmaxes[0] for a in argmaxes)
+    for run in runs[1:]:
+        for row, first in zip(run, runs[0], strict=True):
+            assert row == pytest.approx(first, abs=1e-4)
+
+
+def test_inputs_longer_than_max_length_are_cut_from_the_left_like_lm_eval(tiny_lm):
+    requests = build_requests(QUESTIONS, PromptStyle.cloze, shots=2)
+    max_length = 24  # shorter than every context: every question is truncated
+    scores, stats = score_requests(
+        tiny_lm.model,
+        tiny_lm.tokenizer,
+        requests,
+        max_length=max_length,
+        batch_size=4,
+        progress=False,
+    )
+    assert stats.truncated_requests == len(requests)
+    for request, row in zip(requests, scores, strict=True):
+        expected = [
+            reference_loglikelihood(
+                tiny_lm.model, tiny_lm.tokenizer, request.context, c, max_length
+            )
+            for c in request.continuations
+        ]
+        assert row == pytest.approx(expected, abs=2e-4)
+
+
+def test_empty_context_is_scored_after_a_prefix_token(tiny_lm):
+    tok = tiny_lm.tokenizer
+    request = ChoiceRequest("z", "", (" cat", " dog"), (3, 3))
+    (row,), _ = score_requests(tiny_lm.model, tok, [request], max_length=64, progress=False)
+    prefix = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    cont = tok(" cat", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logits = tiny_lm.model(torch.tensor([[prefix, *cont[:-1]]])).logits[0].log_softmax(-1)
+    expected = sum(logits[i, t].item() for i, t in enumerate(cont))
+    assert row[0] == pytest.approx(expected, abs=2e-4)
+
+
+def test_batch_size_must_be_positive(tiny_lm, requests_):
+    with pytest.raises(ValueError, match="batch_size"):
+        score_requests(tiny_lm.model, tiny_lm.tokenizer, requests_, max_length=64, batch_size=0)
