@@ -84,8 +84,9 @@ class PeerResult:
     seconds_evaluate: float
 
 
-def load_peer_model(model_dir: str | Path, *, batch_size: int, max_length: int,
-                    device: str = "cpu"):
+def load_peer_model(
+    model_dir: str | Path, *, batch_size: int, max_length: int, device: str = "cpu"
+):
     """lm-eval's ``hf`` model, built from the same arguments the command line would get."""
     from lm_eval.models.huggingface import HFLM
 
@@ -99,19 +100,28 @@ def request_docs(requests: Sequence[ChoiceRequest], answers: Sequence[int]) -> l
     for request, answer in zip(requests, answers, strict=True):
         for continuation in request.continuations:
             if not continuation.startswith(TARGET_DELIMITER):
-                raise ValueError(f"{request.question_id}: continuation {continuation!r} does "
-                                 f"not start with the target delimiter")
-        docs.append({
-            "id": request.question_id,
-            "prompt": request.context,
-            "choices": [c[len(TARGET_DELIMITER):] for c in request.continuations],
-            "answer": int(answer),
-        })
+                raise ValueError(
+                    f"{request.question_id}: continuation {continuation!r} does "
+                    f"not start with the target delimiter"
+                )
+        docs.append(
+            {
+                "id": request.question_id,
+                "prompt": request.context,
+                "choices": [c[len(TARGET_DELIMITER) :] for c in request.continuations],
+                "answer": int(answer),
+            }
+        )
     return docs
 
 
-def write_task(directory: Path, docs: Sequence[dict], *, doc_to_text: str = PROMPT_TEMPLATE,
-               doc_to_choice: str = CHOICES_TEMPLATE) -> None:
+def write_task(
+    directory: Path,
+    docs: Sequence[dict],
+    *,
+    doc_to_text: str = PROMPT_TEMPLATE,
+    doc_to_choice: str = CHOICES_TEMPLATE,
+) -> None:
     """A JSONL data file and the task YAML that reads it, both in ``directory``."""
     data = directory / "docs.jsonl"
     with data.open("w", encoding="utf-8") as out:
@@ -121,8 +131,10 @@ def write_task(directory: Path, docs: Sequence[dict], *, doc_to_text: str = PROM
         "task": TASK_NAME,
         "dataset_path": "json",
         # The datasets cache goes in the temporary directory too: nothing outlives the run.
-        "dataset_kwargs": {"data_files": {"test": str(data)},
-                           "cache_dir": str(directory / "hf_cache")},
+        "dataset_kwargs": {
+            "data_files": {"test": str(data)},
+            "cache_dir": str(directory / "hf_cache"),
+        },
         "test_split": "test",
         "output_type": "multiple_choice",
         "doc_to_text": doc_to_text,
@@ -135,8 +147,9 @@ def write_task(directory: Path, docs: Sequence[dict], *, doc_to_text: str = PROM
         ],
     }
     # safe_dump quotes and escapes strings such as "Question: {{question}}\nAnswer:" correctly.
-    (directory / f"{TASK_NAME}.yaml").write_text(yaml.safe_dump(config, sort_keys=False),
-                                                 encoding="utf-8")
+    (directory / f"{TASK_NAME}.yaml").write_text(
+        yaml.safe_dump(config, sort_keys=False), encoding="utf-8"
+    )
 
 
 @contextmanager
@@ -159,8 +172,9 @@ def _timed_loglikelihood(lm) -> Iterator[list[float]]:
         del lm.loglikelihood
 
 
-def _result_from_samples(samples: list[dict], results: dict, seconds_scoring: float,
-                         seconds_evaluate: float) -> PeerResult:
+def _result_from_samples(
+    samples: list[dict], results: dict, seconds_scoring: float, seconds_evaluate: float
+) -> PeerResult:
     samples = sorted(samples, key=lambda s: s["doc_id"])
     lls = [[float(resp[0]) for resp in s["filtered_resps"]] for s in samples]
     lengths = [[float(len(c)) for c in s["doc"]["choices"]] for s in samples]
@@ -168,8 +182,9 @@ def _result_from_samples(samples: list[dict], results: dict, seconds_scoring: fl
         loglikelihoods=lls,
         predictions=[int(np.argmax(x)) for x in lls],
         # The same formula as lm-eval's process_results: per-sample acc_norm is only 0/1.
-        predictions_norm=[int(np.argmax(np.asarray(x) / np.asarray(n)))
-                          for x, n in zip(lls, lengths, strict=True)],
+        predictions_norm=[
+            int(np.argmax(np.asarray(x) / np.asarray(n))) for x, n in zip(lls, lengths, strict=True)
+        ],
         contexts=[s["arguments"][0][0] for s in samples],
         acc=float(results["acc,none"]),
         acc_norm=float(results["acc_norm,none"]),
@@ -178,8 +193,13 @@ def _result_from_samples(samples: list[dict], results: dict, seconds_scoring: fl
     )
 
 
-def evaluate_docs(lm, docs: Sequence[dict], *, doc_to_text: str = PROMPT_TEMPLATE,
-                  doc_to_choice: str = CHOICES_TEMPLATE) -> PeerResult:
+def evaluate_docs(
+    lm,
+    docs: Sequence[dict],
+    *,
+    doc_to_text: str = PROMPT_TEMPLATE,
+    doc_to_choice: str = CHOICES_TEMPLATE,
+) -> PeerResult:
     """Run lm-eval's task machinery on ``docs`` with the model ``lm`` (an lm-eval ``LM``)."""
     import lm_eval
     from lm_eval.tasks import TaskManager
@@ -191,15 +211,21 @@ def evaluate_docs(lm, docs: Sequence[dict], *, doc_to_text: str = PROMPT_TEMPLAT
         with _timed_loglikelihood(lm) as scoring:
             start = time.perf_counter()
             out = lm_eval.simple_evaluate(
-                model=lm, tasks=[TASK_NAME], task_manager=manager, log_samples=True,
-                use_cache=None, cache_requests=False, bootstrap_iters=0, num_fewshot=0,
+                model=lm,
+                tasks=[TASK_NAME],
+                task_manager=manager,
+                log_samples=True,
+                use_cache=None,
+                cache_requests=False,
+                bootstrap_iters=0,
+                num_fewshot=0,
             )
             seconds_evaluate = time.perf_counter() - start
-    return _result_from_samples(out["samples"][TASK_NAME], out["results"][TASK_NAME],
-                                sum(scoring), seconds_evaluate)
+    return _result_from_samples(
+        out["samples"][TASK_NAME], out["results"][TASK_NAME], sum(scoring), seconds_evaluate
+    )
 
 
-def evaluate_requests(lm, requests: Sequence[ChoiceRequest],
-                      answers: Sequence[int]) -> PeerResult:
+def evaluate_requests(lm, requests: Sequence[ChoiceRequest], answers: Sequence[int]) -> PeerResult:
     """lm-eval's log-likelihoods, predictions and accuracy for exactly kfr's ``requests``."""
     return evaluate_docs(lm, request_docs(requests, answers))

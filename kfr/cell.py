@@ -14,19 +14,21 @@ import logging
 import platform
 import sys
 import time
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from kfr.config import config_hash, validate_config
+from kfr.config import PromptStyle, config_hash, validate_config
 from kfr.data.loading import load_eval_data
 from kfr.errors import UserError
 from kfr.evaluation.loglikelihood import score_requests
 from kfr.evaluation.metrics import predict, summarize
 from kfr.evaluation.prompts import build_requests
 from kfr.models import load_model
+from kfr.retrieval.retrieve import retrieve_passages
 from kfr.storage import atomic_write_json, atomic_write_jsonl
 
 log = logging.getLogger(__name__)
@@ -59,11 +61,10 @@ def completed_results(run_dir: Path, digest: str) -> dict[str, Any] | None:
 
 
 def _check_method(cfg: DictConfig) -> None:
-    if cfg.method.finetune or cfg.method.retrieve:
+    if cfg.method.finetune:
         raise UserError(
-            f"method '{cfg.method.name}' needs "
-            + ("fine-tuning" if cfg.method.finetune else "retrieval")
-            + ", which this version of kfr does not provide yet; use method=base",
+            f"method '{cfg.method.name}' needs fine-tuning, which this version of kfr does not "
+            "provide yet; use method=base or method=rag",
             field="method",
         )
 
@@ -79,6 +80,9 @@ def format_summary(results: dict[str, Any]) -> str:
         f"  acc_norm {m['acc_norm']:.3f}  95% CI [{m['acc_norm_ci95'][0]:.3f}, "
         f"{m['acc_norm_ci95'][1]:.3f}]",
     ]
+    if m.get("recall_at_k") is not None:
+        k = results["retrieval"]["k"]
+        lines.append(f"  recall@{k} {m['recall_at_k']:.3f}  recall@1 {m['recall_at_1']:.3f}")
     if len(m["per_subject"]) > 1:
         width = max(len(s) for s in m["per_subject"])
         for subject, sm in m["per_subject"].items():
@@ -101,7 +105,8 @@ def run_cell(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     data = load_eval_data(
         cfg.data, cache_dir, need_knowledge=cfg.method.retrieve or cfg.method.finetune
     )
-    requests = build_requests(
+    build = partial(
+        build_requests,
         data.questions,
         cfg.eval.style,
         shots=cfg.eval.shots,
@@ -109,9 +114,16 @@ def run_cell(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         fewshot_seed=cfg.eval.fewshot_seed,
         description=cfg.eval.description,
     )
+    retrieval = None
+    if cfg.method.retrieve:
+        retrieval = retrieve_passages(
+            cfg.retriever, data.questions, data.documents, cache_dir, progress=cfg.eval.progress
+        )
     loaded_data = time.perf_counter()
 
     lm = load_model(cfg.model, cache_dir)
+    # Retrieved chunks must fit the model's context: counted with its tokenizer.
+    requests = build() if retrieval is None else retrieval.fit(build, lm.tokenizer, lm.max_length)
     loaded_model = time.perf_counter()
 
     loglikelihoods, stats = score_requests(
@@ -129,15 +141,15 @@ def run_cell(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     metrics = summarize(
         predictions, samples=cfg.eval.bootstrap_samples, seed=cfg.eval.bootstrap_seed
     )
+    if retrieval is not None:
+        metrics.update(retrieval.recall(data.questions))
     results = {
         "cell": {
             "experiment": cfg.experiment_name,
             "model": cfg.model.name,
             "data": cfg.data.name,
             "method": cfg.method.name,
-            "style": str(
-                cfg.eval.style.value if hasattr(cfg.eval.style, "value") else cfg.eval.style
-            ),
+            "style": PromptStyle(cfg.eval.style).value,
             "shots": cfg.eval.shots,
             "seed": cfg.seed,
         },
@@ -168,7 +180,12 @@ def run_cell(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
         "command": sys.argv,
     }
+    if retrieval is not None:
+        results["retrieval"] = retrieval.info
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_jsonl(run_dir / PREDICTIONS_FILE, (p.to_json() for p in predictions))
+    records = (
+        p.to_json() | (retrieval.record(p.question.id) if retrieval else {}) for p in predictions
+    )
+    atomic_write_jsonl(run_dir / PREDICTIONS_FILE, records)
     atomic_write_json(run_dir / RESULTS_FILE, results)
     return results

@@ -36,6 +36,9 @@ def _quiet_libraries() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    # Retrieval's libraries announce every load at INFO (Hydra's root level).
+    for name in ("sentence_transformers", "faiss.loader"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _remove_hydra_leftovers(run_dir: Path, output_root: Path) -> None:

@@ -77,9 +77,13 @@ def _prefix_token(tokenizer) -> int:
 def _units_for(
     index: int, request: ChoiceRequest, tokenizer, max_length: int, stats: ScoringStats
 ) -> list[_Unit]:
-    pairs = [split_tokens(tokenizer, request.context, c) for c in request.continuations]
-    if request.context.rstrip() == "":
+    if request.context == "":
+        # lm-eval scores a continuation with no context after the model's prefix token.
         pairs = [([_prefix_token(tokenizer)], _encode(tokenizer, c)) for c in request.continuations]
+    else:
+        pairs = [split_tokens(tokenizer, request.context, c) for c in request.continuations]
+        if not pairs[0][0]:  # whitespace-only context: nothing to condition on either
+            pairs = [([_prefix_token(tokenizer)], cont) for _, cont in pairs]
     for k, (_, cont) in enumerate(pairs):
         if not cont:
             raise ValueError(f"question {request.question_id}: choice {k} encodes to no tokens")

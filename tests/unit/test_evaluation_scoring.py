@@ -136,3 +136,15 @@ def test_empty_context_is_scored_after_a_prefix_token(tiny_lm):
 def test_batch_size_must_be_positive(tiny_lm, requests_):
     with pytest.raises(ValueError, match="batch_size"):
         score_requests(tiny_lm.model, tiny_lm.tokenizer, requests_, max_length=64, batch_size=0)
+
+
+def test_whitespace_only_context_is_scored_like_an_empty_one(tiny_lm):
+    tok = tiny_lm.tokenizer
+    requests = [
+        ChoiceRequest("z", "", (" cat", " dog"), (3, 3)),
+        ChoiceRequest("w", "  ", ("cat", "dog"), (3, 3)),
+    ]
+    (empty, spaces), _ = score_requests(tiny_lm.model, tok, requests, max_length=64, progress=False)
+    # "  " + "cat" moves both spaces into the continuation: "  cat" vs " cat" differ, but both
+    # are scored after the prefix token and must be finite.
+    assert all(v < 0 for v in empty + spaces)

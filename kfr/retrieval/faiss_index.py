@@ -1,0 +1,191 @@
+"""FAISS indices over normalised embeddings: build (train, add), search parameters, GPU use.
+
+Any ``faiss.index_factory`` spec with inner product works (Flat, IVF{n},Flat, HNSW32,
+IVF{n},PQ{m}, ...). With GPU FAISS and a CUDA device (``faiss.get_num_gpus() > 0``) indices are
+trained, filled and searched on the GPU(s) and saved as CPU indices, so a cache written on a GPU
+box is read anywhere; an index type FAISS has no GPU version of (HNSW) stays on the CPU. Search
+breadth is set so that approximate indices keep recall@10 against Flat at 0.95 or more on
+typical embedding data (``benchmarks/retrieval.py`` measures it).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+from kfr.errors import UserError
+
+log = logging.getLogger(__name__)
+
+# Vectors per ``index.add`` call: bounds the copy made from a memory-mapped embeddings file.
+ADD_BATCH = 65_536
+# Vectors sampled to train IVF/PQ: FAISS uses at most 256 per centroid anyway; PQ's 256 codes
+# per sub-quantizer want about 10k.
+MIN_TRAIN = 65_536
+TRAIN_PER_LIST = 64
+TRAIN_SEED = 0
+
+
+def faiss_reason(err: BaseException) -> str:
+    """FAISS's own sentence from one of its RuntimeErrors, without the C++ location."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    text = re.sub(r"^Error in .*? at \S+:\d+: ", "", text)
+    return re.sub(r"^Error: '.*?' failed: ", "", text)
+
+
+def new_index(dim: int, spec: str) -> faiss.Index:
+    """An empty inner-product index for ``spec``; a spec FAISS rejects is a user error."""
+    try:
+        return faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as err:
+        raise UserError(
+            f"FAISS rejects index spec '{spec}' for {dim}-d embeddings: {faiss_reason(err)}; "
+            "try Flat, IVF<lists>,Flat, HNSW32 or IVF<lists>,PQ<m> (m dividing the dimension)",
+            field="retriever.index",
+        ) from None
+
+
+def ivf_lists(index: faiss.Index) -> int | None:
+    ivf = faiss.try_extract_index_ivf(index)
+    return None if ivf is None else int(ivf.nlist)
+
+
+def is_hnsw(index: faiss.Index) -> bool:
+    return "HNSW" in type(faiss.downcast_index(index)).__name__
+
+
+def default_nprobe(nlist: int) -> int:
+    # A sixteenth of the lists (at least 16): recall@10 >= 0.95 on clustered data of 100k-1M
+    # vectors with nlist ~ 4 sqrt(N), at a small fraction of Flat's cost.
+    return min(nlist, max(16, nlist // 16))
+
+
+def search_params(index: faiss.Index, nprobe: int | None, ef_search: int) -> dict[str, int]:
+    """The search parameters that apply to this (CPU) index's type."""
+    params = {}
+    nlist = ivf_lists(index)
+    if nlist is not None:
+        if nprobe is not None and nprobe < 1:
+            raise UserError(f"must be at least 1, got {nprobe}", field="retriever.nprobe")
+        params["nprobe"] = min(nlist, nprobe) if nprobe is not None else default_nprobe(nlist)
+    if is_hnsw(index):
+        if ef_search < 1:
+            raise UserError(f"must be at least 1, got {ef_search}", field="retriever.ef_search")
+        params["efSearch"] = ef_search
+    return params
+
+
+def apply_search_params(index: faiss.Index, params: dict[str, int], on_gpu: bool) -> None:
+    # The ParameterSpace classes reach through wrappers (refine, pre-transform, GPU replicas).
+    space = faiss.GpuParameterSpace() if on_gpu else faiss.ParameterSpace()
+    for name, value in params.items():
+        space.set_index_parameter(index, name, value)
+
+
+# ----------------------------------------------------------------------------- devices
+
+
+def faiss_gpus(device, gpu_ids: Sequence[int] | None) -> list[int]:
+    """The GPUs FAISS should use for ``device`` (a torch.device); [] means the CPU."""
+    if device.type != "cuda":
+        return []
+    available = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+    if available == 0:
+        log.info("FAISS has no GPU support here (faiss-cpu): indices are built on the CPU")
+        return []
+    if gpu_ids:
+        wanted = list(gpu_ids)
+    elif device.index is not None:
+        wanted = [device.index]
+    else:
+        wanted = list(range(available))
+    bad = [g for g in wanted if not 0 <= g < available]
+    if bad:
+        raise UserError(
+            f"GPU ids {bad} asked for, but FAISS sees {available} GPU(s)", field="retriever.gpu_ids"
+        )
+    return wanted
+
+
+def to_gpus(index: faiss.Index, gpus: Sequence[int]) -> faiss.Index | None:
+    """A GPU copy of ``index`` (replicated over ``gpus``), or None where FAISS has none."""
+    options = faiss.GpuMultipleClonerOptions()
+    options.useFloat16 = True  # IVF-PQ lookup tables in fp16: needed for large m on GPU
+    try:
+        return faiss.index_cpu_to_gpus_list(index, co=options, gpus=list(gpus))
+    except RuntimeError as err:
+        log.info(
+            "FAISS has no GPU version of %s (%s): using the CPU",
+            type(faiss.downcast_index(index)).__name__,
+            faiss_reason(err),
+        )
+        return None
+
+
+def describe(gpus: Sequence[int]) -> str:
+    return "cpu" if not gpus else "gpu:" + ",".join(str(g) for g in gpus)
+
+
+# ----------------------------------------------------------------------------- build
+
+
+@dataclass
+class BuildReport:
+    device: str  # "cpu" or "gpu:0,1"
+    trained: bool
+    train_vectors: int
+
+
+def _train_sample(embeddings: np.ndarray, nlist: int | None) -> np.ndarray:
+    n = len(embeddings)
+    size = min(n, max(MIN_TRAIN, TRAIN_PER_LIST * (nlist or 0)))
+    if size == n:
+        return np.ascontiguousarray(embeddings, dtype=np.float32)
+    rows = np.sort(np.random.default_rng(TRAIN_SEED).choice(n, size, replace=False))
+    return np.ascontiguousarray(embeddings[rows], dtype=np.float32)
+
+
+def build_index(
+    embeddings: np.ndarray, spec: str, gpus: Sequence[int] = ()
+) -> tuple[faiss.Index, BuildReport]:
+    """Train (when the type needs it) and fill an index; always returned as a CPU index.
+
+    ``embeddings`` may be a memory map: vectors are read ``ADD_BATCH`` rows at a time.
+    """
+    n, dim = embeddings.shape
+    cpu_index = new_index(dim, spec)
+    index, used = cpu_index, []
+    if gpus:
+        gpu_index = to_gpus(cpu_index, gpus)
+        if gpu_index is not None:
+            index, used = gpu_index, list(gpus)
+    log.info("Building FAISS index %s over %d vectors on %s", spec, n, describe(used))
+    trained, sample_size = False, 0
+    if not index.is_trained:
+        sample = _train_sample(embeddings, ivf_lists(cpu_index))
+        sample_size = len(sample)
+        try:
+            index.train(sample)
+        except RuntimeError as err:
+            raise UserError(
+                f"cannot train index '{spec}' on {n} chunks: {faiss_reason(err)}; use fewer IVF "
+                "lists (about 4*sqrt(chunks)), fewer PQ codes, or Flat for a small corpus",
+                field="retriever.index",
+            ) from None
+        trained = True
+        del sample
+    for start in range(0, n, ADD_BATCH):
+        index.add(np.ascontiguousarray(embeddings[start : start + ADD_BATCH], dtype=np.float32))
+    if used:
+        index = faiss.index_gpu_to_cpu(index)
+    return index, BuildReport(describe(used), trained, sample_size)
+
+
+def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` (scores, row ids) per query; ids are -1 where the index has fewer than k."""
+    return index.search(np.ascontiguousarray(queries, dtype=np.float32), k)

@@ -1,0 +1,104 @@
+"""kfr scores exactly as LM-Evaluation-Harness does, on the real SmolLM2-135M.
+
+lm-eval runs as a peer (``benchmarks.lm_eval_peer``) on kfr's own requests: same contexts, same
+choices, its own tokenization, batching, forward passes and acc/acc_norm. A second check gives
+lm-eval the raw question fields and its own cloze template, so kfr's prompt building is checked
+too, not only its scoring.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmarks.lm_eval_peer import (
+    PeerResult,
+    evaluate_docs,
+    evaluate_requests,
+    load_peer_model,
+)
+from kfr.config import PromptStyle
+from kfr.data.novel_facts import NovelFactsSpec, ensure_novel_facts
+from kfr.data.readers import read_questions
+from kfr.evaluation.loglikelihood import score_requests
+from kfr.evaluation.metrics import predict
+from kfr.evaluation.prompts import ChoiceRequest, build_requests
+
+# lm-eval is a dev extra; the peer module imports it only when it runs.
+pytest.importorskip("lm_eval")
+
+pytestmark = pytest.mark.integration
+
+N_QUESTIONS = 24
+BATCH_SIZE = 8
+LL_TOLERANCE = 1e-3  # float32 on both sides; observed differences are ~3e-5
+
+
+@pytest.fixture(scope="module")
+def questions(cache_dir):
+    every = read_questions(ensure_novel_facts(NovelFactsSpec(), cache_dir) / "questions.jsonl")
+    # Every 10th question: many people and all six kinds of fact, not the first few people only.
+    return every[::10][:N_QUESTIONS]
+
+
+@pytest.fixture(scope="module")
+def peer(smollm2):
+    """lm-eval's own hf model, loaded from the directory kfr converted the embedded model to."""
+    return load_peer_model(smollm2.checkpoint, batch_size=BATCH_SIZE, max_length=smollm2.max_length)
+
+
+def _kfr_scores(loaded, requests: list[ChoiceRequest]) -> list[list[float]]:
+    scores, _ = score_requests(
+        loaded.model,
+        loaded.tokenizer,
+        requests,
+        max_length=loaded.max_length,
+        batch_size=BATCH_SIZE,
+        device=loaded.device,
+        progress=False,
+    )
+    return scores
+
+
+def _assert_same_loglikelihoods(ours: list[list[float]], theirs: PeerResult) -> None:
+    assert len(ours) == len(theirs.loglikelihoods)
+    for i, (a, b) in enumerate(zip(ours, theirs.loglikelihoods, strict=True)):
+        np.testing.assert_allclose(a, b, rtol=0, atol=LL_TOLERANCE, err_msg=f"question {i}")
+
+
+def _assert_agrees(loaded, peer, questions, requests: list[ChoiceRequest]) -> None:
+    ours = _kfr_scores(loaded, requests)
+    theirs = evaluate_requests(peer, requests, [q.answer for q in questions])
+    assert theirs.contexts == [r.context for r in requests]
+    _assert_same_loglikelihoods(ours, theirs)
+    predictions = predict(questions, ours, [r.choice_lengths for r in requests])
+    assert [p.prediction for p in predictions] == theirs.predictions
+    assert [p.prediction_norm for p in predictions] == theirs.predictions_norm
+    assert np.mean([p.correct for p in predictions]) == pytest.approx(theirs.acc)
+    assert np.mean([p.correct_norm for p in predictions]) == pytest.approx(theirs.acc_norm)
+
+
+@pytest.mark.parametrize("style", [PromptStyle.cloze, PromptStyle.letter], ids=lambda s: s.value)
+def test_zero_shot_matches_lm_eval(smollm2, peer, questions, style):
+    _assert_agrees(smollm2, peer, questions, build_requests(questions, style))
+
+
+def test_two_shot_cloze_matches_lm_eval(smollm2, peer, questions):
+    # Fewer questions: the examples make each context about three times longer.
+    subset = questions[: N_QUESTIONS // 2]
+    requests = build_requests(subset, PromptStyle.cloze, shots=2, fewshot_pool=questions)
+    assert all(r.context.count("Question:") == 3 for r in requests)
+    _assert_agrees(smollm2, peer, subset, requests)
+
+
+def test_lm_eval_cloze_template_gives_kfr_loglikelihoods(smollm2, peer, questions):
+    """lm-eval's template on the raw fields, not kfr's prompt: kfr must build the same prompt."""
+    docs = [
+        {"question": q.question, "choices": list(q.choices), "answer": q.answer} for q in questions
+    ]
+    theirs = evaluate_docs(
+        peer, docs, doc_to_text="Question: {{question}}\nAnswer:", doc_to_choice="{{choices}}"
+    )
+    requests = build_requests(questions, PromptStyle.cloze)
+    assert theirs.contexts == [r.context for r in requests]
+    _assert_same_loglikelihoods(_kfr_scores(smollm2, requests), theirs)
