@@ -47,10 +47,12 @@ class Row:
     kfr_qps: float
     lm_eval_qps: float  # scoring only: inside lm.loglikelihood
     ratio: float  # kfr_qps / lm_eval_qps
+    cpu_ratio: float  # the same from CPU time: steadier when other processes share the cores
     lm_eval_evaluate_qps: float  # the whole simple_evaluate call
     same_acc_pct: float  # questions whose argmax prediction is the same
     same_acc_norm_pct: float
     max_abs_ll_diff: float
+    load_average: tuple[float, float]  # 1-minute load before and after: > threads = contention
 
 
 def _cache_dir() -> Path:
@@ -100,7 +102,8 @@ def rag_requests(
 
 
 def _time_kfr(loaded, requests: Sequence[ChoiceRequest], batch_size: int):
-    start = time.perf_counter()
+    """kfr's scores, wall seconds and CPU seconds."""
+    start, cpu = time.perf_counter(), time.process_time()
     scores, _ = score_requests(
         loaded.model,
         loaded.tokenizer,
@@ -110,7 +113,7 @@ def _time_kfr(loaded, requests: Sequence[ChoiceRequest], batch_size: int):
         device=loaded.device,
         progress=False,
     )
-    return scores, time.perf_counter() - start
+    return scores, time.perf_counter() - start, time.process_time() - cpu
 
 
 def _same_pct(a: Sequence[int], b: Sequence[int]) -> float:
@@ -131,8 +134,10 @@ def run_workload(
     _time_kfr(loaded, requests[:1], batch_size)
     evaluate_requests(peer, requests[:1], answers[:1])
 
-    scores, kfr_seconds = _time_kfr(loaded, requests, batch_size)
+    load_before = os.getloadavg()[0]
+    scores, kfr_seconds, kfr_cpu = _time_kfr(loaded, requests, batch_size)
     theirs = evaluate_requests(peer, requests, answers)
+    load_after = os.getloadavg()[0]
     ours = predict(questions, scores, [r.choice_lengths for r in requests])
     diff = max(
         abs(a - b)
@@ -148,26 +153,29 @@ def run_workload(
         kfr_qps=n / kfr_seconds,
         lm_eval_qps=n / theirs.seconds_scoring,
         ratio=theirs.seconds_scoring / kfr_seconds,
+        cpu_ratio=theirs.cpu_seconds_scoring / kfr_cpu,
         lm_eval_evaluate_qps=n / theirs.seconds_evaluate,
         same_acc_pct=_same_pct([p.prediction for p in ours], theirs.predictions),
         same_acc_norm_pct=_same_pct([p.prediction_norm for p in ours], theirs.predictions_norm),
         max_abs_ll_diff=diff,
+        load_average=(load_before, load_after),
     )
 
 
 def markdown_table(rows: Sequence[Row]) -> str:
     lines = [
         "| workload | questions | context tokens (mean) | batch | kfr q/s | lm-eval q/s "
-        "| kfr / lm-eval | lm-eval q/s (whole simple_evaluate) | same pred. acc "
-        "| same pred. acc_norm | max abs Δ loglik |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| kfr / lm-eval | kfr / lm-eval (CPU time) | lm-eval q/s (whole simple_evaluate) "
+        "| same pred. acc | same pred. acc_norm | max abs Δ loglik | load avg before/after |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r.workload} | {r.questions} | {r.context_tokens:.0f} | {r.batch_size} "
-            f"| {r.kfr_qps:.2f} | {r.lm_eval_qps:.2f} | {r.ratio:.2f}x "
+            f"| {r.kfr_qps:.2f} | {r.lm_eval_qps:.2f} | {r.ratio:.2f}x | {r.cpu_ratio:.2f}x "
             f"| {r.lm_eval_evaluate_qps:.2f} | {r.same_acc_pct:.1f}% "
-            f"| {r.same_acc_norm_pct:.1f}% | {r.max_abs_ll_diff:.1e} |"
+            f"| {r.same_acc_norm_pct:.1f}% | {r.max_abs_ll_diff:.1e} "
+            f"| {r.load_average[0]:.1f} / {r.load_average[1]:.1f} |"
         )
     return "\n".join(lines)
 

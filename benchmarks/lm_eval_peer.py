@@ -79,6 +79,9 @@ class PeerResult:
     # Time spent inside lm.loglikelihood (tokenization + forward passes): what kfr's
     # score_requests does, so this is the figure to compare it with.
     seconds_scoring: float
+    # CPU time of this process over the same calls: less sensitive than wall time to other
+    # processes competing for the cores of a shared machine.
+    cpu_seconds_scoring: float
     # The whole simple_evaluate call on an already loaded model: also reads the JSON dataset,
     # builds the requests and computes the metrics.
     seconds_evaluate: float
@@ -153,17 +156,17 @@ def write_task(
 
 
 @contextmanager
-def _timed_loglikelihood(lm) -> Iterator[list[float]]:
-    """Time every ``lm.loglikelihood`` call, by shadowing the method on the instance."""
-    elapsed: list[float] = []
+def _timed_loglikelihood(lm) -> Iterator[list[tuple[float, float]]]:
+    """(wall, CPU) seconds of every ``lm.loglikelihood`` call, by shadowing the method."""
+    elapsed: list[tuple[float, float]] = []
     original: Callable[..., Any] = lm.loglikelihood
 
     def timed(*args, **kwargs):
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         try:
             return original(*args, **kwargs)
         finally:
-            elapsed.append(time.perf_counter() - start)
+            elapsed.append((time.perf_counter() - wall, time.process_time() - cpu))
 
     lm.loglikelihood = timed
     try:
@@ -173,7 +176,10 @@ def _timed_loglikelihood(lm) -> Iterator[list[float]]:
 
 
 def _result_from_samples(
-    samples: list[dict], results: dict, seconds_scoring: float, seconds_evaluate: float
+    samples: list[dict],
+    results: dict,
+    scoring: list[tuple[float, float]],
+    seconds_evaluate: float,
 ) -> PeerResult:
     samples = sorted(samples, key=lambda s: s["doc_id"])
     lls = [[float(resp[0]) for resp in s["filtered_resps"]] for s in samples]
@@ -188,7 +194,8 @@ def _result_from_samples(
         contexts=[s["arguments"][0][0] for s in samples],
         acc=float(results["acc,none"]),
         acc_norm=float(results["acc_norm,none"]),
-        seconds_scoring=seconds_scoring,
+        seconds_scoring=sum(wall for wall, _ in scoring),
+        cpu_seconds_scoring=sum(cpu for _, cpu in scoring),
         seconds_evaluate=seconds_evaluate,
     )
 
@@ -222,7 +229,7 @@ def evaluate_docs(
             )
             seconds_evaluate = time.perf_counter() - start
     return _result_from_samples(
-        out["samples"][TASK_NAME], out["results"][TASK_NAME], sum(scoring), seconds_evaluate
+        out["samples"][TASK_NAME], out["results"][TASK_NAME], scoring, seconds_evaluate
     )
 
 

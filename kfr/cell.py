@@ -23,7 +23,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from kfr.config import PromptStyle, config_hash, validate_config
 from kfr.data.loading import load_eval_data
-from kfr.errors import UserError
 from kfr.evaluation.loglikelihood import score_requests
 from kfr.evaluation.metrics import predict, summarize
 from kfr.evaluation.prompts import build_requests
@@ -62,11 +61,10 @@ def completed_results(run_dir: Path, digest: str) -> dict[str, Any] | None:
 
 def _check_method(cfg: DictConfig) -> None:
     if cfg.method.finetune:
-        raise UserError(
-            f"method '{cfg.method.name}' needs fine-tuning, which this version of kfr does not "
-            "provide yet; use method=base or method=rag",
-            field="method",
-        )
+        # Settings that cannot train stop the cell before any data or weights are read.
+        from kfr.finetune.modes import check_finetune_settings
+
+        check_finetune_settings(cfg)
 
 
 def format_summary(results: dict[str, Any]) -> str:
@@ -121,7 +119,12 @@ def run_cell(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         )
     loaded_data = time.perf_counter()
 
-    lm = load_model(cfg.model, cache_dir)
+    finetuned = None
+    if cfg.method.finetune:  # imported here: base and rag cells do not load Lightning
+        from kfr.finetune import finetuned_model
+
+        finetuned = finetuned_model(cfg, data, cache_dir)  # trained once per key, then reused
+    lm = finetuned.lm if finetuned is not None else load_model(cfg.model, cache_dir)
     # Retrieved chunks must fit the model's context: counted with its tokenizer.
     requests = build() if retrieval is None else retrieval.fit(build, lm.tokenizer, lm.max_length)
     loaded_model = time.perf_counter()
@@ -166,7 +169,8 @@ def run_cell(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         "data": {
             "questions": data.questions_source,
             "knowledge": data.knowledge_source,
-            "card": str(data.data_dir / "card.json") if data.data_dir else None,
+            "card": data.card,  # the dataset card beside the questions file (kfr.data.cards)
+            "origin": data.origin,  # hub / local-copy provenance (MMLU), else null
         },
         "timings": {
             "data_s": round(loaded_data - started, 3),
@@ -182,6 +186,11 @@ def run_cell(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     }
     if retrieval is not None:
         results["retrieval"] = retrieval.info
+    if finetuned is not None:
+        from kfr.finetune import copy_training_logs
+
+        results["finetune"] = finetuned.summary
+        copy_training_logs(finetuned.checkpoint, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     records = (
         p.to_json() | (retrieval.record(p.question.id) if retrieval else {}) for p in predictions

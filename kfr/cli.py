@@ -21,8 +21,10 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from kfr import config as _schema  # noqa: F401  (registers kfr_schema before composition)
-from kfr.cell import format_summary, run_cell
+from kfr.cell import format_summary
 from kfr.errors import USER_ERROR_EXIT_CODE, UserError
+from kfr.sweeps.summary import failed_cells_of_last_sweep
+from kfr.sweeps.task import is_multirun, objective, run_sweep_cell, run_tracked_cell
 
 log = logging.getLogger("kfr")
 
@@ -66,15 +68,19 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 def _run(cfg: DictConfig) -> float:
     _quiet_libraries()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if is_multirun():
+        # Each job of a sweep records its own failure (failed.json) and returns a number: an
+        # exit here would end the whole sweep. The sweep's summary lists the failed cells.
+        return run_sweep_cell(cfg, run_dir)
     try:
-        results = run_cell(cfg, run_dir)
+        results, _reused = run_tracked_cell(cfg, run_dir)
     except UserError as err:
         _remove_hydra_leftovers(run_dir, Path(cfg.paths.output_root))
         # SystemExit passes through Hydra's job runner, which would log every Exception.
         _exit_user_error(err)
     print(format_summary(results))
     print(f"results: {run_dir / 'results.json'}")
-    return float(results["metrics"]["acc"])
+    return objective(results, str(cfg.optimized_metric))
 
 
 def _config_error_message(err: BaseException) -> str:
@@ -106,6 +112,9 @@ def main() -> None:
     except (HydraException, OmegaConfBaseException) as err:
         print(f"kfr: config error: {_config_error_message(err)}", file=sys.stderr)
         sys.exit(USER_ERROR_EXIT_CODE)
+    if failed_cells_of_last_sweep():
+        # Every cell ran; the summary above names the ones that failed.
+        sys.exit(1)
 
 
 if __name__ == "__main__":

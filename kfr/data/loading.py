@@ -1,15 +1,20 @@
 """Resolve a data config to the question set (and knowledge base) one cell evaluates.
 
 ``data.questions`` and ``data.fewshot`` take a file path or ``hf://<dataset>``; a config with a
-``novel_facts`` block generates the synthetic set into the cache first.
+``novel_facts`` block generates the synthetic set into the cache first. ``hf://cais/mmlu`` is read
+by :mod:`kfr.data.mmlu` (subjects in ``data.hf_name``; a local copy when ``data.mmlu_dir`` is set).
+A dataset card beside the questions file (:mod:`kfr.data.cards`) is recorded with the results.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from kfr.config import DataConfig
+from kfr.data.cards import find_card
+from kfr.data.mmlu import is_mmlu_source, load_mmlu, parse_subjects
 from kfr.data.novel_facts import NovelFactsSpec, ensure_novel_facts
 from kfr.data.readers import (
     load_hf_questions,
@@ -31,12 +36,19 @@ class EvalData:
     questions_source: str
     knowledge_source: str | None
     data_dir: Path | None  # generated data sets: where their files (and card) live
+    card: str | None = None  # the questions' dataset card (kfr.data.cards), if there is one
+    origin: dict[str, Any] | None = None  # hub or local-copy provenance (MMLU)
 
 
-def _read_question_source(source: str, cfg: DataConfig, split: str) -> list[Question]:
+def _read_question_source(
+    source: str, cfg: DataConfig, split: str
+) -> tuple[list[Question], dict[str, Any] | None]:
+    if is_mmlu_source(source):
+        loaded = load_mmlu(parse_subjects(cfg.hf_name), split, local_dir=cfg.mmlu_dir)
+        return loaded.questions, loaded.origin
     if source.startswith(HF_PREFIX):
-        return load_hf_questions(source[len(HF_PREFIX) :], cfg.hf_name, split)
-    return read_questions(source)
+        return load_hf_questions(source[len(HF_PREFIX) :], cfg.hf_name, split), None
+    return read_questions(source), None
 
 
 def load_eval_data(cfg: DataConfig, cache_dir: str | Path, *, need_knowledge: bool) -> EvalData:
@@ -59,18 +71,26 @@ def load_eval_data(cfg: DataConfig, cache_dir: str | Path, *, need_knowledge: bo
         raise UserError(
             "this method needs a knowledge base: set data.knowledge=PATH", field="data.knowledge"
         )
-    questions = _read_question_source(questions_source, cfg, cfg.hf_split)
+    questions, origin = _read_question_source(questions_source, cfg, cfg.hf_split)
     if cfg.limit is not None:
         if cfg.limit < 1:
             raise UserError(f"must be at least 1, got {cfg.limit}", field="data.limit")
         questions = questions[: cfg.limit]
     fewshot_pool = None
     if cfg.fewshot:
-        fewshot_pool = _read_question_source(cfg.fewshot, cfg, cfg.hf_fewshot_split)
+        fewshot_pool, _ = _read_question_source(cfg.fewshot, cfg, cfg.hf_fewshot_split)
     documents = None
     if knowledge_source and (need_knowledge or any(q.source_ids for q in questions)):
         documents = read_knowledge_base(knowledge_source)
         validate_source_ids(questions, documents, questions_source)
+    card = None if questions_source.startswith(HF_PREFIX) else find_card(questions_source)
     return EvalData(
-        questions, fewshot_pool, documents, questions_source, knowledge_source, data_dir
+        questions,
+        fewshot_pool,
+        documents,
+        questions_source,
+        knowledge_source,
+        data_dir,
+        card=str(card) if card else None,
+        origin=origin,
     )

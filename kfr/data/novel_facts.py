@@ -12,13 +12,13 @@ everything is iterated in a fixed order, so the same spec gives byte-identical f
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import random
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from kfr.data.cards import DIRECTORY_CARD, sha256_file
 from kfr.data.readers import (
     write_knowledge_base_jsonl,
     write_paraphrases_jsonl,
@@ -331,12 +331,8 @@ FILE_NAMES = {
     "knowledge": "knowledge.jsonl",
     "questions": "questions.jsonl",
     "paraphrases": "paraphrases.jsonl",
-    "card": "card.json",
+    "card": DIRECTORY_CARD,
 }
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def write_novel_facts(spec: NovelFactsSpec, out_dir: str | Path) -> dict[str, Path]:
@@ -359,7 +355,7 @@ def write_novel_facts(spec: NovelFactsSpec, out_dir: str | Path) -> dict[str, Pa
             "knowledge_characters": sum(len(d.text) for d in data.documents),
         },
         "sha256": {
-            FILE_NAMES[kind]: _sha256(paths[kind])
+            FILE_NAMES[kind]: sha256_file(paths[kind])
             for kind in ("knowledge", "questions", "paraphrases")
         },
     }

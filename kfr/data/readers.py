@@ -403,16 +403,27 @@ def load_hf_questions(
             ".jsonl or MMLU .csv file",
         ) from e
 
+    return questions_from_records(dataset, label, id_prefix=split)
+
+
+def questions_from_records(
+    records: Iterable[Mapping[str, Any]], label: str, *, id_prefix: str
+) -> list[Question]:
+    """Questions from rows with the JSONL field names (a dataset, a parquet table).
+
+    Ids are the row's ``id`` if it has one, else ``{id_prefix}-{row index}``; a bad row is
+    reported as ``{label} row {index}``.
+    """
     questions = []
     ids = _UniqueIds("question")
-    for index, row in enumerate(dataset):
+    for index, row in enumerate(records):
         where = _Where(f"{label} row {index}")
         record = dict(row)
         row_id = record.get("id")
         if isinstance(row_id, int) and not isinstance(row_id, bool):
             record["id"] = str(row_id)
         elif row_id is None:
-            record["id"] = f"{split}-{index}"
+            record["id"] = f"{id_prefix}-{index}"
         if isinstance(record["id"], str):
             ids.add(record["id"], where)
         questions.append(_question_from_record(record, where))
@@ -470,6 +481,7 @@ __all__ = [
     "QUESTION_SUFFIXES",
     "load_hf_questions",
     "mmlu_subject",
+    "questions_from_records",
     "read_knowledge_base",
     "read_paraphrases",
     "read_questions",

@@ -66,14 +66,14 @@ class Chunk:
 
 
 def _split(text: str, start: int, end: int, pattern: re.Pattern[str]) -> list[tuple[int, int]]:
-    """Spans of ``text[start:end]`` between matches of ``pattern``, separators left out."""
-    spans, cursor = [], start
-    for match in pattern.finditer(text, start, end):
-        if match.start() > cursor:
-            spans.append((cursor, match.start()))
-        cursor = match.end()
-    if cursor < end:
-        spans.append((cursor, end))
+    """Spans of ``text[start:end]`` between matches of ``pattern``, without outer whitespace."""
+    cuts = [start] + [x for m in pattern.finditer(text, start, end) for x in m.span()] + [end]
+    spans = []
+    for s, e in zip(cuts[::2], cuts[1::2], strict=True):
+        piece = text[s:e]
+        s, e = s + len(piece) - len(piece.lstrip()), s + len(piece.rstrip())
+        if e > s:
+            spans.append((s, e))
     return spans
 
 
@@ -105,19 +105,28 @@ def _pieces(
     return pieces
 
 
-def _pack(pieces: list[tuple[int, int, int]], budget: int, overlap: int) -> list[list[tuple]]:
-    """Greedy packing of consecutive pieces into groups of at most ``budget`` summed tokens."""
+def _pack(
+    pieces: list[tuple[int, int, int]], budget: int, overlap: int, paragraphs: set[int]
+) -> list[list[tuple]]:
+    """Greedy packing of consecutive pieces into groups of at most ``budget`` summed tokens.
+
+    A chunk at least half full also ends where a paragraph starts (``paragraphs``: their start
+    offsets), so small paragraphs share a chunk but a long one does not drag in the next one's
+    first sentence.
+    """
     groups: list[list[tuple]] = []
     current: list[tuple[int, int, int]] = []
     used = 0
     for piece in pieces:
-        if current and used + piece[2] > budget:
+        new_paragraph = piece[0] in paragraphs and used >= budget // 2
+        if current and (used + piece[2] > budget or new_paragraph):
             groups.append(current)
             # Carry the last whole pieces into the next chunk, within the overlap budget and
-            # leaving room for the piece that did not fit.
+            # leaving room for the piece that did not fit; not across a paragraph break.
             carried: list[tuple[int, int, int]] = []
+            room = 0 if new_paragraph else min(overlap, budget - piece[2])
             for previous in reversed(current):
-                if sum(p[2] for p in carried) + previous[2] > min(overlap, budget - piece[2]):
+                if sum(p[2] for p in carried) + previous[2] > room:
                     break
                 carried.insert(0, previous)
             current = carried
@@ -152,7 +161,8 @@ def _chunk_spans(text: str, count: CountTokens, budget: int, overlap: int) -> li
     if end <= start:
         return []
     pieces = _pieces(text, count, budget, [(start, end)], 0)
-    return _verified(text, count, budget, _pack(pieces, budget, overlap))
+    paragraphs = {s for s, _ in _split(text, start, end, _PARAGRAPH)}
+    return _verified(text, count, budget, _pack(pieces, budget, overlap, paragraphs))
 
 
 def check_chunk_settings(chunk_tokens: int, chunk_overlap: int) -> None:

@@ -115,7 +115,10 @@ def faiss_gpus(device, gpu_ids: Sequence[int] | None) -> list[int]:
 def to_gpus(index: faiss.Index, gpus: Sequence[int]) -> faiss.Index | None:
     """A GPU copy of ``index`` (replicated over ``gpus``), or None where FAISS has none."""
     options = faiss.GpuMultipleClonerOptions()
-    options.useFloat16 = True  # IVF-PQ lookup tables in fp16: needed for large m on GPU
+    # float16 IVF-PQ lookup tables: GPU shared memory holds them for large m only in fp16. For
+    # other types the same flag stores the vectors in fp16, which would make Flat inexact.
+    ivf = faiss.try_extract_index_ivf(index)
+    options.useFloat16 = ivf is not None and isinstance(faiss.downcast_index(ivf), faiss.IndexIVFPQ)
     try:
         return faiss.index_cpu_to_gpus_list(index, co=options, gpus=list(gpus))
     except RuntimeError as err:
@@ -159,6 +162,12 @@ def build_index(
     """
     n, dim = embeddings.shape
     cpu_index = new_index(dim, spec)
+    ivf = faiss.try_extract_index_ivf(cpu_index)
+    ivf = None if ivf is None else faiss.downcast_index(ivf)
+    if ivf is not None and hasattr(ivf, "do_polysemous_training"):
+        # Polysemous codes only pay off with polysemous_ht search, which kfr never sets; their
+        # training is most of an IVF-PQ build's time on the CPU.
+        ivf.do_polysemous_training = False
     index, used = cpu_index, []
     if gpus:
         gpu_index = to_gpus(cpu_index, gpus)

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from kfr.config import RetrieverConfig
 from kfr.data.schema import Document, Question
 from kfr.errors import UserError
@@ -93,8 +95,19 @@ def query_text(question: Question, cfg: RetrieverConfig) -> str:
 # ----------------------------------------------------------------------------- context fitting
 
 
+# Tokens that encoding context and choice together can differ by from encoding them apart (a
+# merge across the boundary, moved spaces): far from the limit, the cheap count decides.
+_BOUNDARY_SLACK = 8
+
+
 def _too_long(request: ChoiceRequest, tokenizer, max_length: int) -> bool:
-    # The scorer's own test (kfr.evaluation.loglikelihood): every choice's input must fit.
+    def count(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    longest = max(count(c) for c in request.continuations)
+    if count(request.context) + longest + _BOUNDARY_SLACK <= max_length:
+        return False
+    # Near the limit: the scorer's own test (kfr.evaluation.loglikelihood), choice by choice.
     pairs = (split_tokens(tokenizer, request.context, c) for c in request.continuations)
     return any(len(ctx) + len(cont) - 1 > max_length for ctx, cont in pairs)
 
@@ -140,6 +153,19 @@ def fit_passages(
 # ----------------------------------------------------------------------------- retrieval
 
 
+def search_hits(
+    index, queries: np.ndarray, k: int, chunks: Sequence[Chunk], question_ids: Sequence[str]
+) -> dict[str, list[Hit]]:
+    """Each query's top-``k`` chunks, best first (what kfr adds to ``index.search``)."""
+    from kfr.retrieval.faiss_index import search
+
+    scores, ids = search(index, queries, k)
+    return {
+        qid: [Hit(chunks[i], s) for s, i in zip(row_s, row_i, strict=True) if i >= 0]
+        for qid, row_s, row_i in zip(question_ids, scores.tolist(), ids.tolist(), strict=True)
+    }
+
+
 def search_questions(
     encoder: TextEncoder,
     index,
@@ -147,17 +173,11 @@ def search_questions(
     questions: Sequence[Question],
     cfg: RetrieverConfig,
 ) -> tuple[dict[str, list[Hit]], dict[str, float]]:
-    from kfr.retrieval.faiss_index import search
-
     started = time.perf_counter()
     queries = encoder.encode([query_text(q, cfg) for q in questions])
     encoded = time.perf_counter()
-    scores, ids = search(index, queries, cfg.k)
+    hits = search_hits(index, queries, cfg.k, chunks, [q.id for q in questions])
     searched = time.perf_counter()
-    hits = {
-        q.id: [Hit(chunks[i], float(s)) for s, i in zip(row_s, row_i, strict=True) if i >= 0]
-        for q, row_s, row_i in zip(questions, scores, ids, strict=True)
-    }
     timings = {
         "encode_queries_s": round(encoded - started, 3),
         "search_s": round(searched - encoded, 3),
@@ -209,17 +229,18 @@ def retrieve_passages(
     chunks = read_chunks(files)
     index = read_index(files, encoder.dim)
     params = search_params(index, cfg.nprobe, cfg.ef_search)
-    on = to_gpus(index, gpus) if gpus else None
-    index = on if on is not None else index
-    apply_search_params(index, params, on_gpu=on is not None)
+    on_gpu = to_gpus(index, gpus) if gpus else None
+    index = index if on_gpu is None else on_gpu
+    apply_search_params(index, params, on_gpu=on_gpu is not None)
+    faiss_device = describe(gpus if on_gpu is not None else [])
     ready = time.perf_counter()
     log.info(
-        "Retrieving top-%d of %d chunks with %s on %s %s",
+        "Searching the top %d of %d chunks: %s index on %s %s",
         cfg.k,
         len(chunks),
         cfg.index,
-        describe(gpus if on is not None else []),
-        params or "",
+        faiss_device,
+        params,
     )
     hits, timings = search_questions(encoder, index, chunks, questions, cfg)
     info = {
@@ -228,7 +249,7 @@ def retrieve_passages(
         "chunks": len(chunks),
         "index_dir": str(files.index_dir),
         "index_reused": files.reused,
-        "faiss_device": describe(gpus if on is not None else []),
+        "faiss_device": faiss_device,
         "encoder_device": str(getattr(encoder, "device", "cpu")),
         "timings": {
             "load_encoder_s": round(loaded - started, 3),

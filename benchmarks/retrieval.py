@@ -1,0 +1,242 @@
+"""Retrieval at scale: encoder throughput, FAISS search throughput and recall, kfr's overhead.
+
+Three measurements, printed as Markdown tables:
+
+- encode: the embedded MiniLM encoder (``retriever=minilm``) embedding synthetic chunks of about
+  ``--chunk-tokens`` tokens into a memory-mapped file, as an index build does (chunks/s).
+- search: for each size (``--sizes``, default 100k; add 1000000 for 1M, which takes many minutes
+  on 2 cores) and each index (Flat, IVF{4 sqrt(N)},Flat, HNSW32; ``--indices`` adds e.g.
+  ``IVF1024,PQ48``): build time, queries/s through kfr (``kfr.retrieval.retrieve.search_hits``:
+  FAISS search plus turning ids into ranked chunks) and through ``index.search`` directly on the
+  same index with the same (kfr default) search parameters, kfr's overhead, and recall@10 of each
+  approximate index against Flat.
+
+The vectors are random and normalised, of the embedder's dimension (384), drawn around N/100
+random centres, with queries near stored vectors: uniform random vectors have no neighbourhood
+structure at all (every point is about equally far from every other), which no embedding model
+produces and which makes any approximate index look arbitrarily bad. Timings are the best of
+``--repeats`` runs; the 1-minute load average is printed, since other jobs share these cores.
+Run from the repository root::
+
+    .venv/bin/python -m benchmarks.retrieval [--sizes 100000 1000000] [--queries 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from kfr.retrieval.chunking import Chunk
+from kfr.retrieval.faiss_index import apply_search_params, build_index, search_params
+from kfr.retrieval.retrieve import search_hits
+
+DIM = 384  # all-MiniLM-L6-v2's embedding width
+K = 10
+
+
+@dataclass
+class SearchRow:
+    index: str
+    vectors: int
+    build_s: float
+    params: str
+    kfr_qps: float
+    faiss_qps: float
+    overhead_pct: float  # kfr time / faiss time - 1
+    recall_at_10: float  # against Flat on the same vectors
+
+
+@dataclass
+class EncodeRow:
+    encoder: str
+    chunks: int
+    mean_tokens: float
+    batch_size: int
+    device: str
+    chunks_per_s: float
+
+
+def _best(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
+    best, result = math.inf, None
+    for _ in range(repeats):
+        started = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - started)
+    return best, result
+
+
+def clustered_vectors(n: int, seed: int = 0, block: int = 100_000) -> np.ndarray:
+    """``n`` unit vectors around ``n/100`` random centres (cosine to the centre about 0.55)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((max(1, n // 100), DIM), dtype=np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    out = np.empty((n, DIM), dtype=np.float32)
+    for start in range(0, n, block):  # in blocks: 1M x 384 floats once, not three times
+        stop = min(n, start + block)
+        x = centres[rng.integers(0, len(centres), stop - start)]
+        x += 0.08 * rng.standard_normal(x.shape, dtype=np.float32)
+        out[start:stop] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out
+
+
+def nearby_queries(vectors: np.ndarray, n: int, seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    q = vectors[rng.integers(0, len(vectors), n)]
+    q = q + 0.05 * rng.standard_normal(q.shape, dtype=np.float32)
+    return (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+
+
+def ivf_spec(n: int) -> str:
+    lists = 2 ** round(math.log2(4 * math.sqrt(n)))  # the usual 4 sqrt(N), a power of two
+    return f"IVF{lists},Flat"
+
+
+def recall(found: np.ndarray, exact: np.ndarray) -> float:
+    return float(np.mean([len(set(a) & set(b)) / K for a, b in zip(found, exact, strict=True)]))
+
+
+def bench_index(
+    spec: str,
+    vectors: np.ndarray,
+    queries: np.ndarray,
+    exact: np.ndarray | None,
+    chunks: Sequence[Chunk],
+    repeats: int,
+) -> tuple[SearchRow, np.ndarray]:
+    started = time.perf_counter()
+    index, _ = build_index(vectors, spec)
+    build_s = time.perf_counter() - started
+    params = search_params(index, None, 128)  # kfr's defaults (retriever.nprobe/ef_search)
+    apply_search_params(index, params, on_gpu=False)
+    ids = [f"q{i}" for i in range(len(queries))]
+    faiss_s = kfr_s = math.inf
+    found = None
+    for _ in range(repeats):  # interleaved, so a burst of load hits both alike
+        t, (_, found) = _best(lambda: index.search(queries, K), 1)
+        faiss_s = min(faiss_s, t)
+        t, _ = _best(lambda: search_hits(index, queries, K, chunks, ids), 1)
+        kfr_s = min(kfr_s, t)
+    assert found is not None
+    row = SearchRow(
+        index=spec,
+        vectors=len(vectors),
+        build_s=round(build_s, 2),
+        params=", ".join(f"{k}={v}" for k, v in params.items()) or "-",
+        kfr_qps=round(len(queries) / kfr_s, 1),
+        faiss_qps=round(len(queries) / faiss_s, 1),
+        overhead_pct=round(100 * (kfr_s / faiss_s - 1), 1),
+        recall_at_10=1.0 if exact is None else round(recall(found, exact), 4),
+    )
+    return row, found
+
+
+def synthetic_chunks(n: int, words: int, seed: int = 0) -> list[str]:
+    """Chunk-like texts: sentences of made-up words with common English glue words."""
+    rng = np.random.default_rng(seed)
+    syllables = ["ka", "lor", "ven", "mi", "tas", "dra", "el", "on", "rus", "pe", "qui", "zan"]
+    vocabulary = ["".join(rng.choice(syllables, size=rng.integers(2, 4))) for _ in range(5000)] + [
+        "the",
+        "of",
+        "and",
+        "in",
+        "was",
+        "a",
+        "to",
+        "for",
+        "with",
+        "by",
+    ] * 100
+    texts = []
+    for _ in range(n):
+        picked = rng.choice(vocabulary, size=words)
+        sentences = [" ".join(picked[i : i + 12]).capitalize() + "." for i in range(0, words, 12)]
+        texts.append(" ".join(sentences))
+    return texts
+
+
+def bench_encode(n_chunks: int, chunk_tokens: int, batch_size: int) -> EncodeRow:
+    from hydra import compose, initialize_config_dir
+    from transformers.utils import logging as hf_logging
+
+    import kfr.config  # noqa: F401  (registers the schema)
+    from kfr.cli import CONFIG_DIR
+    from kfr.retrieval.encoders import encode_to_file, load_encoder
+
+    hf_logging.disable_progress_bar()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=[f"retriever.batch_size={batch_size}"]).retriever
+    encoder = load_encoder(cfg)
+    # About chunk_tokens tokens per text, as chunking with retriever.chunk_tokens makes them.
+    probe = synthetic_chunks(20, 100)
+    per_word = np.mean(encoder.count_tokens(probe)) / 100
+    texts = synthetic_chunks(n_chunks, max(1, int(chunk_tokens / per_word)))
+    encoder.encode(texts[:batch_size])  # warm-up
+    with tempfile.TemporaryDirectory() as tmp:
+        seconds, _ = _best(
+            lambda: encode_to_file(encoder, texts, Path(tmp) / "e.npy", progress=False), 1
+        )
+    return EncodeRow(
+        encoder=cfg.name,
+        chunks=n_chunks,
+        mean_tokens=round(float(np.mean(encoder.count_tokens(texts[:200]))), 1),
+        batch_size=batch_size,
+        device=encoder.device,
+        chunks_per_s=round(n_chunks / seconds, 1),
+    )
+
+
+def markdown(rows: Sequence[object]) -> str:
+    fields = list(vars(rows[0]))
+    lines = ["| " + " | ".join(fields) + " |", "|" + "---|" * len(fields)]
+    lines += ["| " + " | ".join(str(getattr(r, f)) for f in fields) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000])
+    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument(
+        "--indices", nargs="+", default=["Flat", "IVF", "HNSW32"], help="IVF = IVF{4 sqrt N},Flat"
+    )
+    parser.add_argument("--encode-chunks", type=int, default=2000, help="0 skips encoding")
+    parser.add_argument("--chunk-tokens", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+
+    print(
+        f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads, "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
+    if args.encode_chunks:
+        print("\n## Encoding\n")
+        print(markdown([bench_encode(args.encode_chunks, args.chunk_tokens, args.batch_size)]))
+    rows = []
+    for n in args.sizes:
+        vectors = clustered_vectors(n)
+        queries = nearby_queries(vectors, args.queries)
+        chunks = [Chunk(f"doc-{i}", 0, "", None, 0, 0) for i in range(n)]
+        exact = None
+        for name in ["Flat", *[s for s in args.indices if s != "Flat"]]:
+            spec = ivf_spec(n) if name == "IVF" else name
+            row, found = bench_index(spec, vectors, queries, exact, chunks, args.repeats)
+            exact = found if spec == "Flat" else exact
+            rows.append(row)
+            print(f"  {spec} over {n}: {row}", flush=True)
+        del vectors, chunks
+    print(f"\n## Search (k={K}, {args.queries} queries, load average {os.getloadavg()[0]:.1f})\n")
+    print(markdown(rows))
+
+
+if __name__ == "__main__":
+    main()

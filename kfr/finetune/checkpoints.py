@@ -1,0 +1,111 @@
+"""Fine-tuned checkpoints: train once per training key, reuse everywhere, load for scoring.
+
+``<cache>/finetuned/<model>-<mode>-<key>/`` holds the adapter (``adapter/``) or full model
+(``model/``), the training log (``logs/metrics.csv``) and ``training.json`` (the summary results
+report). It is built by :func:`kfr.storage.build_directory_once`: two jobs of a sweep that need
+the same checkpoint (``ft`` and ``ft_rag`` cells) train it once, the second waits and loads it,
+and a crash mid-training leaves nothing that looks finished.
+
+Distributed training (trainer=ddp/fsdp) starts one process per device, each running the cell:
+global rank 0 builds the checkpoint under the lock; the other ranks train beside it in a scratch
+directory (they must join every collective step) and then exit, leaving scoring to rank 0.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from kfr.data.loading import EvalData
+from kfr.finetune.keys import training_key
+from kfr.finetune.modes import check_finetune_settings, load_finetuned
+from kfr.finetune.paraphrases import training_texts
+from kfr.finetune.train import LOG_DIR, METRICS_FILE, train
+from kfr.generation import TextGenerator
+from kfr.models.loading import LoadedModel
+from kfr.storage import READY_MARKER, atomic_write_json, atomic_write_text, build_directory_once
+
+log = logging.getLogger(__name__)
+
+SUMMARY_FILE = "training.json"
+RUN_SUBDIR = "finetune"  # where a run directory gets its copy of the training log
+
+
+@dataclass
+class FinetunedModel:
+    lm: LoadedModel  # ready for kfr.evaluation's scorer
+    summary: dict[str, Any]  # results.json's "finetune" block
+    checkpoint: Path
+
+
+def secondary_rank() -> int:
+    """This process's rank when it is not global rank 0 of a distributed run, else 0."""
+    for name in ("RANK", "NODE_RANK", "LOCAL_RANK"):
+        if int(os.environ.get(name, "0") or 0) > 0:
+            return int(os.environ[name])
+    if int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1:
+        return int(os.environ.get("SLURM_PROCID", "0") or 0)
+    return 0
+
+
+def checkpoint_dir(cfg: DictConfig, cache_dir: str | Path, key: str) -> Path:
+    mode = cfg.finetune.mode
+    mode = mode.value if hasattr(mode, "value") else mode
+    return Path(cache_dir) / "finetuned" / f"{cfg.model.name}-{mode}-{key}"
+
+
+def finetuned_model(
+    cfg: DictConfig,
+    data: EvalData,
+    cache_dir: str | Path,
+    *,
+    loggers: Sequence[Any] = (),
+    generator: TextGenerator | None = None,
+) -> FinetunedModel:
+    """The model of cfg fine-tuned on data's knowledge base: trained now, or reused."""
+    check_finetune_settings(cfg)
+    texts = training_texts(cfg, data, cache_dir, generator=generator)
+    key = training_key(cfg, texts.texts)
+    target = checkpoint_dir(cfg, cache_dir, key)
+    rank = secondary_rank()
+    if rank and not (target / READY_MARKER).exists():
+        with tempfile.TemporaryDirectory(prefix=f"kfr-rank{rank}-") as scratch:
+            train(cfg, texts.texts, cache_dir, Path(scratch), loggers=loggers)
+        log.info("Rank %d: training done; rank 0 saves and scores", rank)
+        raise SystemExit(0)
+    if rank:
+        raise SystemExit(0)
+
+    trained_here = False
+
+    def build(out_dir: Path) -> None:
+        nonlocal trained_here
+        summary = train(cfg, texts.texts, cache_dir, out_dir, loggers=loggers)
+        summary.update(key=key, paraphrases=texts.stats)
+        atomic_write_json(out_dir / SUMMARY_FILE, summary)
+        trained_here = True
+
+    build_directory_once(target, build)
+    summary = json.loads((target / SUMMARY_FILE).read_text(encoding="utf-8"))
+    summary.update(checkpoint=str(target), reused=not trained_here)
+    if not trained_here:
+        log.info("Reusing the fine-tuned checkpoint %s", target)
+    return FinetunedModel(load_finetuned(cfg, target, cache_dir), summary, target)
+
+
+def copy_training_logs(checkpoint: Path, run_dir: Path) -> Path:
+    """Copy the training log and summary into ``run_dir/finetune/`` (atomically, file by file)."""
+    out = run_dir / RUN_SUBDIR
+    out.mkdir(parents=True, exist_ok=True)
+    for source in (checkpoint / LOG_DIR / METRICS_FILE, checkpoint / SUMMARY_FILE):
+        if source.is_file():
+            atomic_write_text(out / source.name, source.read_text(encoding="utf-8"))
+    return out

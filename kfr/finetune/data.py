@@ -1,0 +1,129 @@
+"""Knowledge-base text packed into equal training blocks, as the paper fine-tunes.
+
+Every text (a document or one paraphrase of it) becomes ``BOS + tokens + EOS``; the texts are
+concatenated in a shuffled order and cut into ``block_size``-token blocks, so a block may hold
+the end of one document and the start of the next, the boundary marked by EOS/BOS. No block is
+padded: the last one is completed with the first tokens of the same epoch's stream (real text,
+repeated), so every trained token is a real one and every token is trained once per epoch.
+
+The order is drawn again every epoch (``random.Random`` seeded by seed and epoch), so documents
+meet different neighbours and block boundaries fall elsewhere; Lightning reloads the dataloader
+each epoch (``reload_dataloaders_every_n_epochs=1``) to get it. Every rank of a distributed run
+packs the same blocks and Lightning's distributed sampler gives each rank its share.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from kfr.errors import UserError
+
+
+def encode_texts(tokenizer, texts: Sequence[str]) -> list[list[int]]:
+    """Token ids of each text with its boundary tokens: BOS before, EOS after (where defined)."""
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    if bos is None and eos is None:
+        raise UserError(
+            "the tokenizer has neither a BOS nor an EOS token to mark document boundaries; "
+            "set model.tokenizer to one that has",
+            field="model.tokenizer",
+        )
+    encoded = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    head = [] if bos is None else [bos]
+    tail = [] if eos is None else [eos]
+    return [head + ids + tail for ids in encoded]
+
+
+def pack_blocks(token_lists: Sequence[Sequence[int]], order: Sequence[int], block_size: int):
+    """``[n_blocks, block_size]`` ids: the texts in ``order``, concatenated and cut.
+
+    The stream's tail is completed from its own start, so ``n_blocks = ceil(tokens / block)``.
+    """
+    stream = [token for index in order for token in token_lists[index]]
+    if len(stream) < block_size:
+        raise ValueError(f"{len(stream)} tokens cannot fill one block of {block_size}")
+    n_blocks = math.ceil(len(stream) / block_size)
+    stream += stream[: n_blocks * block_size - len(stream)]
+    return torch.tensor(stream, dtype=torch.long).view(n_blocks, block_size)
+
+
+class _Blocks(Dataset):
+    def __init__(self, blocks: torch.Tensor) -> None:
+        self.blocks = blocks
+
+    def __len__(self) -> int:
+        return self.blocks.shape[0]
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.blocks[index]
+
+
+class PackedKnowledgeData(pl.LightningDataModule):
+    """Training blocks of ``texts``; bind the tokenizer and sizes late with :meth:`connect`."""
+
+    def __init__(self, texts: Sequence[str], *, seed: int = 0) -> None:
+        super().__init__()
+        if not texts:
+            raise UserError("no knowledge-base text to fine-tune on", field="data.knowledge")
+        self.texts = list(texts)
+        self.seed = seed
+        self.tokenizer = None
+        self.batch_size = 1
+        self.block_size = 256
+        self._token_lists: list[list[int]] | None = None
+
+    def connect(self, tokenizer, batch_size: int, block_size: int) -> None:
+        """Bind the model's tokenizer, the per-device batch size and the block length."""
+        if block_size < 2:
+            raise UserError(f"must be at least 2, got {block_size}", field="finetune.block_size")
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.block_size = block_size
+        self._token_lists = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._token_lists is not None:
+            return
+        if self.tokenizer is None:
+            raise RuntimeError("call connect(tokenizer, batch_size, block_size) first")
+        token_lists = encode_texts(self.tokenizer, self.texts)
+        total = sum(len(tokens) for tokens in token_lists)
+        if total < self.block_size:
+            raise UserError(
+                f"the knowledge base (with any paraphrases) has {total} tokens, fewer than one "
+                f"training block of {self.block_size}: add documents or paraphrases, or lower "
+                "finetune.block_size",
+                field="finetune.block_size",
+            )
+        self._token_lists = token_lists
+
+    @property
+    def n_tokens(self) -> int:
+        """Tokens of one epoch's stream before the last block is completed."""
+        self.setup()
+        return sum(len(tokens) for tokens in self._token_lists)
+
+    @property
+    def n_blocks(self) -> int:
+        return math.ceil(self.n_tokens / self.block_size)
+
+    def epoch_order(self, epoch: int) -> list[int]:
+        order = list(range(len(self.texts)))
+        random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
+        return order
+
+    def blocks(self, epoch: int) -> torch.Tensor:
+        self.setup()
+        return pack_blocks(self._token_lists, self.epoch_order(epoch), self.block_size)
+
+    def train_dataloader(self) -> DataLoader:
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        # The blocks are already in a fresh random order: a sequential sampler keeps ranks and
+        # repeated runs in step (Lightning swaps in a DistributedSampler under DDP/FSDP).
+        return DataLoader(_Blocks(self.blocks(epoch)), batch_size=self.batch_size, shuffle=False)

@@ -1,0 +1,89 @@
+"""The Lightning module that trains a transformers causal LM on packed knowledge-base blocks.
+
+Plain next-token loss on every position (blocks hold no padding), AdamW with decoupled weight
+decay on matrices only, linear warmup then cosine / linear decay or a constant rate, stepped per
+optimizer step. Gradient accumulation and clipping are the Trainer's (``accumulate_grad_batches``,
+``gradient_clip_val``). The loss logged is the mean over the micro-batches of one optimizer step,
+so a log row is one optimizer step whatever the accumulation.
+"""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import torch
+
+from kfr.config import LrSchedule
+
+_SCHEDULER_NAMES = {
+    LrSchedule.cosine: "cosine",
+    LrSchedule.linear: "linear",
+    LrSchedule.constant: "constant_with_warmup",
+}
+
+
+def _fusable(params: list[torch.Tensor]) -> bool:
+    """Whether torch's fused AdamW kernel takes these parameters (one device type, floats)."""
+    devices = {p.device.type for p in params}
+    return (
+        len(devices) == 1
+        and devices <= {"cpu", "cuda"}
+        and all(p.is_floating_point() for p in params)
+    )
+
+
+class CausalLMModule(pl.LightningModule):
+    def __init__(
+        self,
+        model,
+        *,
+        lr: float,
+        weight_decay: float = 0.0,
+        schedule: LrSchedule = LrSchedule.cosine,
+        warmup_ratio: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.schedule = LrSchedule(schedule)
+        self.warmup_ratio = warmup_ratio
+        self.step_losses: list[float] = []  # mean training loss of every optimizer step
+        self._pending: list[torch.Tensor] = []
+
+    def forward(self, input_ids: torch.Tensor):
+        return self.model(input_ids=input_ids, labels=input_ids, use_cache=False)
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        loss = self(batch).loss
+        self._pending.append(loss.detach())
+        return loss
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        loss = torch.stack(self._pending).mean()
+        self._pending.clear()
+        self.step_losses.append(float(loss))
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        self.log("train/lr", optimizer.param_groups[0]["lr"], on_step=True, on_epoch=False)
+
+    def configure_optimizers(self):
+        from transformers import get_scheduler
+
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        # Decay matrices only: decaying norms and biases towards zero is harmful, as in GPT-2/3.
+        groups = [
+            {"params": [p for p in params if p.ndim >= 2], "weight_decay": self.weight_decay},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+        ]
+        groups = [g for g in groups if g["params"]]
+        optimizer = torch.optim.AdamW(groups, lr=self.lr, fused=_fusable(params))
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        scheduler = get_scheduler(
+            _SCHEDULER_NAMES[self.schedule],
+            optimizer,
+            num_warmup_steps=round(self.warmup_ratio * total),
+            num_training_steps=total,
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

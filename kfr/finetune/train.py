@@ -1,0 +1,138 @@
+"""One fine-tuning run: the model for cfg.finetune.mode, packed blocks, a Lightning Trainer.
+
+Writes into ``out_dir`` the adapter (``adapter/``) or the full model (``model/``) and the
+training log (``logs/metrics.csv``: loss and learning rate per optimizer step); returns the
+numbers results report. ``loggers`` adds Lightning loggers (W&B, ...) beside the CSV one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.loggers import CSVLogger, Logger
+from omegaconf import DictConfig
+
+from kfr.config import FinetuneMode
+from kfr.finetune.data import PackedKnowledgeData
+from kfr.finetune.modes import (
+    micro_batch_and_accumulation,
+    save_trained,
+    trainable_model,
+    world_size,
+)
+from kfr.finetune.module import CausalLMModule
+
+log = logging.getLogger(__name__)
+
+LOG_DIR = "logs"
+METRICS_FILE = "metrics.csv"
+
+
+def build_trainer(
+    cfg: DictConfig, out_dir: Path, *, accumulate: int, loggers: Sequence[Logger] = ()
+) -> pl.Trainer:
+    trainer, ft = cfg.trainer, cfg.finetune
+    return pl.Trainer(
+        accelerator=trainer.accelerator,
+        devices=trainer.devices,
+        strategy=trainer.strategy,
+        num_nodes=trainer.num_nodes,
+        precision=trainer.precision,
+        max_epochs=ft.epochs,
+        accumulate_grad_batches=accumulate,
+        gradient_clip_val=ft.max_grad_norm,
+        gradient_clip_algorithm="norm",
+        logger=[CSVLogger(out_dir, name=LOG_DIR, version=""), *loggers],
+        log_every_n_steps=trainer.log_every_n_steps,
+        enable_progress_bar=trainer.progress_bar,
+        # kfr saves the result itself (adapter or HF model); Lightning checkpoints would hold
+        # optimizer state too, several times the model's size.
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        # A new packing order every epoch (PackedKnowledgeData.train_dataloader).
+        reload_dataloaders_every_n_epochs=1,
+        num_sanity_val_steps=0,
+        default_root_dir=out_dir,
+    )
+
+
+def _count_parameters(model) -> tuple[int, int]:
+    params = list(model.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
+def train(
+    cfg: DictConfig,
+    texts: Sequence[str],
+    cache_dir: str | Path,
+    out_dir: Path,
+    *,
+    loggers: Sequence[Logger] = (),
+) -> dict[str, Any]:
+    """Fine-tune on ``texts``, save into ``out_dir`` (global rank 0) and return the summary."""
+    ft = cfg.finetune
+    mode = FinetuneMode(ft.mode)
+    micro, accumulate = micro_batch_and_accumulation(cfg)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    model, tokenizer = trainable_model(cfg, cache_dir)
+    data = PackedKnowledgeData(texts, seed=cfg.seed)
+    data.connect(tokenizer, micro, ft.block_size)
+    data.setup()
+    module = CausalLMModule(
+        model,
+        lr=ft.lr,
+        weight_decay=ft.weight_decay,
+        schedule=ft.schedule,
+        warmup_ratio=ft.warmup_ratio,
+    )
+    trainer = build_trainer(cfg, out_dir, accumulate=accumulate, loggers=loggers)
+    trainable, total = _count_parameters(model)
+    log.info(
+        "Fine-tuning (%s): %d texts, %d tokens -> %d blocks of %d per epoch, %d epochs, "
+        "batch %d = %d x %d accumulation x %d devices, %d of %d parameters trained",
+        mode.value, len(texts), data.n_tokens, data.n_blocks, ft.block_size, ft.epochs,
+        ft.batch_size, micro, accumulate, world_size(cfg.trainer), trainable, total,
+    )  # fmt: skip
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        # One process feeds pre-packed tensors: worker processes would only add start-up time.
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        trainer.fit(module, datamodule=data)
+    wall = time.perf_counter() - started
+    # FSDP holds shards: gather the full weights (every rank takes part) before rank 0 saves.
+    state_dict = None
+    if "fsdp" in str(cfg.trainer.strategy).lower():
+        gathered = trainer.strategy.lightning_module_state_dict()
+        state_dict = {k.removeprefix("model."): v for k, v in gathered.items()}
+    if trainer.is_global_zero:
+        save_trained(module.model, tokenizer, mode, out_dir, state_dict=state_dict)
+    tokens = data.n_blocks * ft.block_size * ft.epochs
+    losses = module.step_losses
+    return {
+        "mode": mode.value,
+        "epochs": ft.epochs,
+        "steps": trainer.global_step,
+        "texts": len(texts),
+        "blocks_per_epoch": data.n_blocks,
+        "block_size": ft.block_size,
+        "batch_size": ft.batch_size,
+        "micro_batch_size": micro,
+        "accumulate": accumulate,
+        "devices": trainer.world_size,
+        "precision": str(cfg.trainer.precision),
+        "lr": ft.lr,
+        "tokens": tokens,
+        "tokens_per_s": round(tokens / max(wall, 1e-9), 1),
+        "wall_s": round(wall, 2),
+        "train_loss_first": round(losses[0], 4) if losses else None,
+        "train_loss_last": round(losses[-1], 4) if losses else None,
+        "trainable_parameters": trainable,
+        "parameters": total,
+        "log": f"{LOG_DIR}/{METRICS_FILE}",
+    }

@@ -1,0 +1,73 @@
+"""The end of a sweep: count its cells, name the failed and unfinished ones, print the report.
+
+``SweepSummary`` is a Hydra callback (conf/hydra/default.yaml, ``hydra.callbacks``); it runs in
+the process that drives the sweep, after every job has returned, whatever the launcher (local,
+SLURM). It scans the sweep directory rather than the jobs' return values, so cells finished by an
+earlier, interrupted run of the same sweep are counted too. The report (``kfr-report``) goes to
+``<sweep dir>/report/`` and its tables are printed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from kfr.sweeps.jobs import scan_cells, format_failures
+
+log = logging.getLogger("kfr")
+
+REPORT_SUBDIR = "report"
+_last_sweep: dict[str, int] = {}
+
+
+def failed_cells_of_last_sweep() -> int:
+    """How many cells of the sweep this process just ran failed (0 after a single run)."""
+    return _last_sweep.get("failed_now", 0)
+
+
+class SweepSummary(Callback):
+    def __init__(self, report: bool = True, print_report: bool = True) -> None:
+        self.report = report
+        self.print_report = print_report
+        self.started = time.time()
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.started = time.time()
+        _last_sweep.clear()
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            self._summarise(Path(str(config.hydra.sweep.dir)))
+        except Exception:  # a summary must never turn a finished sweep into a crash
+            log.exception("Could not summarise the sweep")
+
+    def _summarise(self, sweep_dir: Path) -> None:
+        cells = scan_cells([sweep_dir])
+        counts = {s: sum(c.status == s for c in cells) for s in ("complete", "failed", "incomplete")}
+        failed_now = sum(
+            c.status == "failed" and (c.path / "failed.json").stat().st_mtime >= self.started - 1
+            for c in cells
+        )
+        _last_sweep.update(counts, failed_now=failed_now)
+        lines = [
+            f"Sweep {sweep_dir}: {len(cells)} cells, {counts['complete']} with results, "
+            f"{counts['failed']} failed, {counts['incomplete']} without a result"
+        ]
+        lines += format_failures(cells)
+        if counts["failed"] or counts["incomplete"]:
+            lines.append("  Run the same command again to retry them: finished cells are skipped.")
+        print("\n".join(lines), flush=True)
+        if not self.report or not counts["complete"]:
+            return
+        from kfr.report import build_report, write_report
+
+        report = build_report([sweep_dir])
+        out = write_report(report, sweep_dir / REPORT_SUBDIR)
+        if self.print_report:
+            print(report.markdown(), flush=True)
+        print(f"Report: {out / 'report.md'}", flush=True)

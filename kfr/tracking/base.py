@@ -1,0 +1,87 @@
+"""What every logger records about a cell: its name, tags and flat metrics."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Protocol
+
+from omegaconf import DictConfig
+
+
+class Tracker(Protocol):
+    def log_results(self, results: dict[str, Any], run_dir: Path) -> None: ...
+
+    def close(self, error: BaseException | None) -> None: ...
+
+
+class NullTracker:
+    def log_results(self, results: dict[str, Any], run_dir: Path) -> None:
+        pass
+
+    def close(self, error: BaseException | None) -> None:
+        pass
+
+
+def data_label(cfg: DictConfig) -> str:
+    """The data set's name; for data=custom, the questions file's name (``custom:<stem>``)."""
+    name = str(cfg.data.name)
+    questions = cfg.data.get("questions")
+    if name == "custom" and questions:
+        return f"custom:{Path(str(questions)).stem}"
+    return name
+
+
+def _enum_value(value: Any) -> str:
+    return str(getattr(value, "value", value))
+
+
+def run_name(cfg: DictConfig) -> str:
+    """A readable name, e.g. ``smollm2_135m-novel_facts-ft_rag-k3-p4-0shot-s1``."""
+    parts = [str(cfg.model.name), data_label(cfg), str(cfg.method.name)]
+    if cfg.method.retrieve:
+        parts.append(f"k{cfg.retriever.k}")
+    if cfg.method.finetune:
+        parts.append(f"p{cfg.augment.paraphrases}")
+    parts.append(f"{cfg.eval.shots}shot")
+    if _enum_value(cfg.eval.style) != "cloze":
+        parts.append(_enum_value(cfg.eval.style))
+    parts.append(f"s{cfg.seed}")
+    return "-".join(parts)
+
+
+def run_tags(cfg: DictConfig) -> list[str]:
+    return [str(cfg.method.name), str(cfg.model.name), str(cfg.data.name)]
+
+
+def _number(value: Any) -> float | int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def flat_metrics(results: dict[str, Any]) -> dict[str, float | int]:
+    """results.json's metrics as flat numbers: acc, acc_ci95_low, ..., subject/<name>/acc."""
+    flat: dict[str, float | int] = {}
+    for key, value in results["metrics"].items():
+        if key == "per_subject":
+            continue
+        if isinstance(value, list | tuple) and len(value) == 2:
+            for suffix, bound in zip(("low", "high"), value, strict=True):
+                if (number := _number(bound)) is not None:
+                    flat[f"{key}_{suffix}"] = number
+        elif (number := _number(value)) is not None:
+            flat[key] = number
+    subjects = results["metrics"].get("per_subject") or {}
+    if len(subjects) > 1:
+        for subject, metrics in subjects.items():
+            for key in ("acc", "acc_norm", "n"):
+                if (number := _number(metrics.get(key))) is not None:
+                    flat[f"subject/{subject}/{key}"] = number
+    for key, value in (results.get("timings") or {}).items():
+        if (number := _number(value)) is not None:
+            flat[f"timings/{key}"] = number
+    for key, value in (results.get("finetune") or {}).items():
+        if (number := _number(value)) is not None:
+            flat[f"finetune/{key}"] = number
+    return flat

@@ -1,0 +1,36 @@
+"""The logger when W&B is off: ``metrics.csv`` in the run directory, one row for the cell."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from kfr.storage import atomic_write_text
+from kfr.tracking.base import flat_metrics, run_name, run_tags
+
+METRICS_CSV = "metrics.csv"
+
+
+class CsvTracker:
+    def __init__(self, cfg: DictConfig) -> None:
+        self.identity = {
+            "name": run_name(cfg),
+            "group": str(cfg.experiment_name),
+            "job_type": str(cfg.method.name),
+            "tags": " ".join(run_tags(cfg)),
+        }
+
+    def log_results(self, results: dict[str, Any], run_dir: Path) -> None:
+        row = {**self.identity, "config_hash": results.get("config_hash", ""), **flat_metrics(results)}
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(row), lineterminator="\n")
+        writer.writeheader()
+        writer.writerow(row)
+        atomic_write_text(run_dir / METRICS_CSV, buffer.getvalue())
+
+    def close(self, error: BaseException | None) -> None:
+        pass

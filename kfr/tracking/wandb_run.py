@@ -1,0 +1,115 @@
+"""A Weights & Biases run for one cell, written under the run directory (``<run_dir>/wandb/``).
+
+Offline runs need no account and no network: ``wandb sync <run_dir>/wandb/offline-run-*``
+(or slurm/sync_wandb.sh for a whole output tree) uploads them later.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from kfr.config import config_hash
+from kfr.errors import UserError
+from kfr.tracking.base import flat_metrics, run_name, run_tags
+
+log = logging.getLogger(__name__)
+
+WANDB_MODES = ("offline", "online", "disabled")
+# Columns of the predictions table, in this order when present in predictions.jsonl.
+_TABLE_COLUMNS = (
+    "id",
+    "subject",
+    "answer",
+    "prediction",
+    "correct",
+    "prediction_norm",
+    "correct_norm",
+    "loglikelihoods",
+    "retrieved_ids",
+)
+
+
+def wandb_mode(cfg: DictConfig) -> str:
+    """WANDB_MODE from the environment when set, else logger.wandb.mode."""
+    mode = os.environ.get("WANDB_MODE") or str(cfg.logger.wandb.mode)
+    mode = {"dryrun": "offline", "run": "online"}.get(mode, mode)
+    if mode not in WANDB_MODES:
+        raise UserError(f"'{mode}' is not a W&B mode: one of {', '.join(WANDB_MODES)}",
+                        field="logger.wandb.mode")  # fmt: skip
+    return mode
+
+
+class WandbTracker:
+    def __init__(self, cfg: DictConfig, run_dir: Path, mode: str) -> None:
+        import wandb
+
+        settings = cfg.logger.wandb
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+        assert isinstance(config, dict)
+        config["config_hash"] = config_hash(cfg)
+        config["run_dir"] = str(run_dir)
+        try:
+            self.run = wandb.init(
+                project=str(settings.project),
+                entity=settings.entity,
+                group=str(cfg.experiment_name),
+                job_type=str(cfg.method.name),
+                tags=list(dict.fromkeys([*run_tags(cfg), *map(str, settings.tags)])),
+                name=run_name(cfg),
+                config=config,
+                dir=str(run_dir),
+                mode=mode,
+                # A run left open by an earlier cell of this process is closed, never reused.
+                reinit="finish_previous",
+                settings=wandb.Settings(silent=True),
+            )
+        except wandb.errors.UsageError as err:
+            raise UserError(
+                f"W&B could not start a run ({str(err).splitlines()[0]}); for online runs "
+                "`wandb login` first, or log offline: logger.wandb.mode=offline",
+                field="logger.wandb",
+            ) from None
+        self.log_predictions = bool(settings.log_predictions)
+
+    def log_results(self, results: dict[str, Any], run_dir: Path) -> None:
+        import wandb
+
+        metrics = flat_metrics(results)
+        self.run.log({k: v for k, v in metrics.items() if not k.startswith("timings/")})
+        self.run.summary.update(metrics)
+        self.run.summary["config_hash"] = results.get("config_hash")
+        if self.log_predictions:
+            table = _predictions_table(run_dir / "predictions.jsonl")
+            if table is not None:
+                self.run.log({"predictions": wandb.Table(**table)})
+
+    def close(self, error: BaseException | None) -> None:
+        if error is not None:
+            self.run.summary["error"] = f"{type(error).__name__}: {error}"
+        self.run.finish(exit_code=0 if error is None else 1)
+
+
+def _predictions_table(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    if not records:
+        return None
+    present = set().union(*records)
+    columns = [c for c in _TABLE_COLUMNS if c in present]
+    rows = []
+    for record in records:
+        row = []
+        for column in columns:
+            value = record.get(column)
+            # Lists (log-likelihoods, retrieved ids) as JSON text: one type per column.
+            row.append(json.dumps(value) if isinstance(value, list | dict) else value)
+        rows.append(row)
+    return {"columns": columns, "data": rows}

@@ -1,0 +1,203 @@
+"""Fine-tuning on the tiny model: a real Lightning fit, LoRA/QLoRA round trips, checkpoint reuse,
+settings rejected up front."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import math
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from kfr.data.loading import EvalData
+from kfr.data.schema import Document, Question
+from kfr.errors import UserError
+from kfr.finetune import checkpoints, finetuned_model
+from kfr.finetune.modes import check_finetune_settings, load_finetuned, trainable_model
+from kfr.finetune.train import train
+from tests.conftest import compose_config
+
+DOCUMENTS = [
+    Document(
+        f"d{i}",
+        f"Velorin Quastebrook number {i} was born in Marrowvale in 19{10 + i}. "
+        f"By profession, Velorin Quastebrook number {i} was a cartographer who loved the oboe.",
+    )
+    for i in range(6)
+]
+QUESTIONS = [
+    Question(f"q{i}", f"Where was Velorin Quastebrook number {i} born?", ("Marrowvale", "Oslo"), 0)
+    for i in range(2)
+]
+
+
+class Trained(Exception):
+    """Raised by a stand-in for training: proves that training was asked for."""
+
+
+def ft_config(*overrides: str, cache: str):
+    cfg = compose_config(
+        [
+            "model=tiny_llama",
+            "method=ft",
+            "finetune.batch_size=4",
+            "finetune.block_size=32",
+            "finetune.epochs=1",
+            "finetune.lr=1e-2",
+            "finetune.warmup_ratio=0",
+            "trainer.micro_batch_size=2",
+            "trainer.progress_bar=false",
+            "eval.progress=false",
+            *overrides,
+        ]
+    )
+    OmegaConf.update(cfg, "paths.cache_dir", cache)
+    return cfg
+
+
+def eval_data(documents=DOCUMENTS) -> EvalData:
+    return EvalData(QUESTIONS, None, list(documents), "questions", "knowledge", None)
+
+
+@pytest.fixture
+def ft_cache(tmp_path, cache_dir, tiny_lm):
+    """A fresh cache for fine-tuned checkpoints that shares the converted models."""
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "models").symlink_to(cache_dir / "models", target_is_directory=True)
+    return tmp_path / "cache"
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+def test_full_fit_lowers_the_loss_and_saves_an_hf_checkpoint(ft_cache, tmp_path):
+    cfg = ft_config("finetune=full", "finetune.lr=3e-3", "finetune.epochs=4", cache=str(ft_cache))
+    texts = [d.text for d in DOCUMENTS]
+    summary = train(cfg, texts, ft_cache, tmp_path / "out")
+    # Micro-batches of 2 blocks, 2 accumulated per optimizer step (batch 4).
+    assert summary["steps"] == 4 * math.ceil(summary["blocks_per_epoch"] / 4)
+    assert summary["train_loss_last"] < summary["train_loss_first"] - 0.5
+    assert summary["tokens"] == summary["blocks_per_epoch"] * 32 * 4
+    assert (tmp_path / "out" / "model" / "config.json").is_file()
+    rows = list(csv.DictReader((tmp_path / "out" / "logs" / "metrics.csv").open()))
+    assert len(rows) == summary["steps"]  # one row per optimizer step: loss and learning rate
+    assert {"train/loss", "train/lr"} <= set(rows[0])
+    lrs = [float(r["train/lr"]) for r in rows]
+    assert lrs[0] == pytest.approx(3e-3) and lrs[-1] < lrs[0]  # cosine decay
+
+
+def test_lora_adapter_round_trip_gives_the_same_logits(ft_cache, tmp_path, cache_dir):
+    cfg = ft_config("finetune=lora", cache=str(ft_cache))
+    model, _ = trainable_model(cfg, ft_cache)
+    # A freshly initialised adapter is a no-op (B = 0): give it weights to compare.
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.05)
+    model.eval()
+    ids = torch.tensor([[1, 500, 600, 700, 800, 2]])
+    expected = _logits(model, ids)
+    model.save_pretrained(tmp_path / "ckpt" / "adapter")
+    # Unmerged, as saved, the adapter reproduces the logits exactly ...
+    from peft import PeftModel
+
+    from kfr.models import load_model
+
+    base = load_model(cfg.model, cache_dir).model
+    reloaded = PeftModel.from_pretrained(base, str(tmp_path / "ckpt" / "adapter")).eval()
+    assert torch.equal(_logits(reloaded, ids), expected)
+    # ... and merged for scoring, to float rounding.
+    lm = load_finetuned(cfg, tmp_path / "ckpt", ft_cache)
+    assert not isinstance(lm.model, PeftModel)
+    torch.testing.assert_close(_logits(lm.model, ids), expected, atol=1e-5, rtol=1e-5)
+    assert lm.checkpoint == str(tmp_path / "ckpt")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None, reason="no bitsandbytes")
+def test_qlora_trains_two_steps_on_the_cpu_and_scores_4bit(ft_cache):
+    cfg = ft_config("finetune=qlora", "finetune.lr=1e-3", cache=str(ft_cache))
+    tuned = finetuned_model(cfg, eval_data(DOCUMENTS[:3]), ft_cache)
+    assert tuned.summary["mode"] == "qlora" and tuned.summary["steps"] == 2
+    assert (tuned.checkpoint / "adapter" / "adapter_model.safetensors").is_file()
+    assert not (tuned.checkpoint / "model").exists()  # adapter only
+    layer = tuned.lm.model.base_model.model.model.layers[0].self_attn.q_proj
+    assert type(layer.base_layer).__name__ == "Linear4bit"  # scored on the 4-bit weights
+    from kfr.evaluation.loglikelihood import score_requests
+    from kfr.evaluation.prompts import build_requests
+
+    scores, _ = score_requests(
+        tuned.lm.model,
+        tuned.lm.tokenizer,
+        build_requests(QUESTIONS, "cloze"),
+        max_length=64,
+        progress=False,
+    )
+    assert all(s < 0 for row in scores for s in row)
+
+
+def test_ft_and_ft_rag_share_one_training(ft_cache, monkeypatch, tmp_path):
+    data = eval_data()
+    first = finetuned_model(ft_config(cache=str(ft_cache)), data, ft_cache)
+    assert first.summary["reused"] is False
+    calls = []
+
+    def record(*args, **kwargs):
+        calls.append(args)
+        raise Trained
+
+    monkeypatch.setattr(checkpoints, "train", record)
+    again = finetuned_model(ft_config("method=ft_rag", cache=str(ft_cache)), data, ft_cache)
+    assert calls == [] and again.summary["reused"] is True
+    assert again.checkpoint == first.checkpoint
+    assert again.summary["key"] == first.summary["key"]
+    # Anything that changes the training data or settings trains anew.
+    changed = ft_config("finetune.lr=5e-3", cache=str(ft_cache))
+    with pytest.raises(Trained):
+        finetuned_model(changed, data, ft_cache)
+    assert len(calls) == 1
+    out = checkpoints.copy_training_logs(first.checkpoint, tmp_path / "run")
+    assert (out / "metrics.csv").is_file() and (out / "training.json").is_file()
+
+
+def test_a_failed_training_leaves_no_checkpoint(ft_cache, monkeypatch):
+    def boom(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(checkpoints, "train", boom)
+    with pytest.raises(RuntimeError):
+        finetuned_model(ft_config(cache=str(ft_cache)), eval_data(), ft_cache)
+    assert not any(p.is_dir() for p in (ft_cache / "finetuned").iterdir())
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        (["trainer.precision=bf16-mixed"], r"field 'trainer\.precision'.*needs a GPU"),
+        (["finetune=qlora", "trainer.strategy=fsdp"], r"field 'trainer\.strategy'.*FSDP"),
+        (["finetune.batch_size=6", "trainer.micro_batch_size=4"], "micro_batch_size"),
+        (["finetune.lr=0"], r"finetune\.lr"),
+        (["finetune.lora.target_modules=[]"], "target_modules"),
+    ],
+)
+def test_impossible_settings_are_rejected_before_loading(overrides, fragment, tmp_path):
+    with pytest.raises(UserError, match=fragment):
+        check_finetune_settings(ft_config(*overrides, cache=str(tmp_path)))
+
+
+def test_qlora_without_bitsandbytes_says_how_to_install_it(monkeypatch, tmp_path):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name)
+    )
+    with pytest.raises(UserError, match="pip install 'bitsandbytes"):
+        check_finetune_settings(ft_config("finetune=qlora", cache=str(tmp_path)))
+
+
+def test_unknown_lora_layers_name_the_ones_that_exist(ft_cache):
+    cfg = ft_config("finetune.lora.target_modules=[qkv]", cache=str(ft_cache))
+    with pytest.raises(UserError, match=r"target_modules.*q_proj"):
+        trainable_model(cfg, ft_cache)
