@@ -118,6 +118,31 @@ def request_docs(requests: Sequence[ChoiceRequest], answers: Sequence[int]) -> l
     return docs
 
 
+def _write_jsonl(path: Path, docs: Sequence[dict]) -> None:
+    with path.open("w", encoding="utf-8") as out:
+        for doc in docs:
+            out.write(json.dumps(doc, ensure_ascii=False) + "\n")
+
+
+def write_task_files(directory: Path, config: dict, splits: dict[str, Sequence[dict]]) -> None:
+    """``config`` as a task YAML reading ``splits`` (name -> documents) from local JSONL files."""
+    for split, docs in splits.items():
+        _write_jsonl(directory / f"{split}.jsonl", docs)
+    config = {
+        **config,
+        "dataset_path": "json",
+        # The datasets cache goes in the temporary directory too: nothing outlives the run.
+        "dataset_kwargs": {
+            "data_files": {split: str(directory / f"{split}.jsonl") for split in splits},
+            "cache_dir": str(directory / "hf_cache"),
+        },
+    }
+    # safe_dump quotes and escapes strings such as "Question: {{question}}\nAnswer:" correctly.
+    (directory / f"{config['task']}.yaml").write_text(
+        yaml.safe_dump(config, sort_keys=False), encoding="utf-8"
+    )
+
+
 def write_task(
     directory: Path,
     docs: Sequence[dict],
@@ -125,19 +150,9 @@ def write_task(
     doc_to_text: str = PROMPT_TEMPLATE,
     doc_to_choice: str = CHOICES_TEMPLATE,
 ) -> None:
-    """A JSONL data file and the task YAML that reads it, both in ``directory``."""
-    data = directory / "docs.jsonl"
-    with data.open("w", encoding="utf-8") as out:
-        for doc in docs:
-            out.write(json.dumps(doc, ensure_ascii=False) + "\n")
+    """The peer task: ``docs`` as the test split, scored like any lm-eval multiple-choice task."""
     config = {
         "task": TASK_NAME,
-        "dataset_path": "json",
-        # The datasets cache goes in the temporary directory too: nothing outlives the run.
-        "dataset_kwargs": {
-            "data_files": {"test": str(data)},
-            "cache_dir": str(directory / "hf_cache"),
-        },
         "test_split": "test",
         "output_type": "multiple_choice",
         "doc_to_text": doc_to_text,
@@ -149,10 +164,26 @@ def write_task(
             {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True},
         ],
     }
-    # safe_dump quotes and escapes strings such as "Question: {{question}}\nAnswer:" correctly.
-    (directory / f"{TASK_NAME}.yaml").write_text(
-        yaml.safe_dump(config, sort_keys=False), encoding="utf-8"
-    )
+    write_task_files(directory, config, {"test": docs})
+
+
+def task_contexts(config: dict, splits: dict[str, Sequence[dict]]) -> list[str]:
+    """The context lm-eval builds for each test document of a task, without any model.
+
+    ``config`` is a task config as in a YAML file (``task``, ``test_split``, templates,
+    ``description``, ``num_fewshot``, ``fewshot_split``/``fewshot_config``...).
+    """
+    from lm_eval.tasks import TaskManager
+
+    with tempfile.TemporaryDirectory(prefix="kfr-lm-eval-") as tmp:
+        write_task_files(Path(tmp), config, splits)
+        manager = TaskManager(include_path=tmp, include_defaults=False)
+        task = manager.load([config["task"]])["tasks"][config["task"]]
+        task.build_all_requests(rank=0, world_size=1)
+    contexts: dict[int, str] = {}
+    for instance in task.instances:
+        contexts.setdefault(instance.doc_id, instance.args[0])
+    return [contexts[i] for i in sorted(contexts)]
 
 
 @contextmanager

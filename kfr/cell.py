@@ -80,7 +80,8 @@ def format_summary(results: dict[str, Any]) -> str:
     ]
     if m.get("recall_at_k") is not None:
         k = results["retrieval"]["k"]
-        lines.append(f"  recall@{k} {m['recall_at_k']:.3f}  recall@1 {m['recall_at_1']:.3f}")
+        recall = f"  recall@{k} {m['recall_at_k']:.3f}"
+        lines.append(recall + (f"  recall@1 {m['recall_at_1']:.3f}" if k > 1 else ""))
     if len(m["per_subject"]) > 1:
         width = max(len(s) for s in m["per_subject"])
         for subject, sm in m["per_subject"].items():

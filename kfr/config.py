@@ -299,10 +299,10 @@ def register_schema() -> None:
         OmegaConf.register_new_resolver("kfr_job_dirname", _job_dirname)
 
 
-def _job_dirname(override_dirname: str) -> str:
+def _job_dirname(*args: Any) -> str:
     from kfr.sweeps.jobs import job_dirname
 
-    return job_dirname(str(override_dirname))
+    return job_dirname(*args)
 
 
 register_schema()

@@ -20,6 +20,8 @@ CONF_DIR = REPO_ROOT / "conf"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The default logger is W&B (offline); tests that check W&B turn it on themselves.
+os.environ.setdefault("WANDB_MODE", "disabled")
 
 
 def model_config(name: str):

@@ -4,12 +4,13 @@ Ovadia et al. had GPT-4 write four questions per Wikipedia chunk, kept the two m
 checked them by hand. Here, for every knowledge-base document (chunk):
 
 1. an LLM (any :class:`~kfr.generation.backend.TextGenerator`: a local transformers model or an
-   OpenAI-compatible endpoint) is asked for ``per_chunk`` four-option questions as JSON; a reply
-   with no JSON is asked again (``json_retries``) and then counted as failed;
+   OpenAI-compatible endpoint) is asked for ``per_chunk`` four-option questions as JSON;
 2. every candidate is validated: a question, exactly four distinct non-empty options, one answer
    that names one of them (letter, index or the option's text), the answer supported by the chunk
    by a lexical check (its normalised text occurs in the chunk, or at least 75% of its content
-   words do) and not given away by the question itself; failures are counted by reason;
+   words do) and not given away by the question itself; failures are counted by reason. A reply
+   with no JSON or no valid question is asked again (``json_retries``, new seed), then the chunk
+   is counted as failed: a long run never stops for a bad reply;
 3. duplicates (same normalised question text anywhere in the set) are dropped;
 4. the ``keep`` most *specific* are kept (below), if their specificity is above
    ``min_specificity``;
@@ -123,7 +124,7 @@ class QuestionSpec:
     min_specificity: float = 0.0
     shuffle: bool = True  # reorder options, seeded by question id
     seed: int = 0
-    json_retries: int = 2  # asks again when a reply holds no usable JSON
+    json_retries: int = 2  # asks again when a reply holds no usable question
     max_chunk_chars: int = 4000  # longer chunks are cut (the LLM sees, and is checked on, the cut)
     min_chunk_chars: int = 100  # shorter chunks are skipped: too little to ask about
     chunks_per_block: int = 16  # progress and seeds advance per block of chunks
@@ -547,6 +548,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         chosen = documents[: args.limit_chunks] if args.limit_chunks else documents
         cache_dir = args.cache_dir or _default_cache_dir()
+        from kfr.cli import _quiet_libraries
+
+        _quiet_libraries()  # no per-load progress bars from transformers
         t0 = time.perf_counter()
         generator, backend = generator_from_args(
             args, cache_dir=cache_dir, reply_cache=Path(cache_dir) / "generation" / "replies"
@@ -607,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
 def _summary(counts: dict[str, Any]) -> str:
     rejected = ", ".join(f"{n} {r}" for r, n in counts.get("rejected", {}).items() if n)
     failed = counts.get("json", {}).get("failed", 0)
-    return f"{counts.get('candidates', 0)} candidates; {failed} chunks without usable JSON" + (
+    return f"{counts.get('candidates', 0)} candidates; {failed} chunks without a usable reply" + (
         f"; rejected: {rejected}" if rejected else ""
     )
 

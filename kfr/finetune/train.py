@@ -2,7 +2,8 @@
 
 Writes into ``out_dir`` the adapter (``adapter/``) or the full model (``model/``) and the
 training log (``logs/metrics.csv``: loss and learning rate per optimizer step); returns the
-numbers results report. ``loggers`` adds Lightning loggers (W&B, ...) beside the CSV one.
+numbers results report. ``loggers`` adds Lightning loggers (W&B, ...) beside the CSV one and
+``callbacks`` Lightning callbacks (benchmarks time steps with one).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger, Logger
 from omegaconf import DictConfig
 
@@ -35,7 +37,12 @@ METRICS_FILE = "metrics.csv"
 
 
 def build_trainer(
-    cfg: DictConfig, out_dir: Path, *, accumulate: int, loggers: Sequence[Logger] = ()
+    cfg: DictConfig,
+    out_dir: Path,
+    *,
+    accumulate: int,
+    loggers: Sequence[Logger] = (),
+    callbacks: Sequence[Callback] = (),
 ) -> pl.Trainer:
     trainer, ft = cfg.trainer, cfg.finetune
     return pl.Trainer(
@@ -49,6 +56,7 @@ def build_trainer(
         gradient_clip_val=ft.max_grad_norm,
         gradient_clip_algorithm="norm",
         logger=[CSVLogger(out_dir, name=LOG_DIR, version=""), *loggers],
+        callbacks=list(callbacks),
         log_every_n_steps=trainer.log_every_n_steps,
         enable_progress_bar=trainer.progress_bar,
         # kfr saves the result itself (adapter or HF model); Lightning checkpoints would hold
@@ -74,6 +82,7 @@ def train(
     out_dir: Path,
     *,
     loggers: Sequence[Logger] = (),
+    callbacks: Sequence[Callback] = (),
 ) -> dict[str, Any]:
     """Fine-tune on ``texts``, save into ``out_dir`` (global rank 0) and return the summary."""
     ft = cfg.finetune
@@ -91,7 +100,9 @@ def train(
         schedule=ft.schedule,
         warmup_ratio=ft.warmup_ratio,
     )
-    trainer = build_trainer(cfg, out_dir, accumulate=accumulate, loggers=loggers)
+    trainer = build_trainer(
+        cfg, out_dir, accumulate=accumulate, loggers=loggers, callbacks=callbacks
+    )
     trainable, total = _count_parameters(model)
     log.info(
         "Fine-tuning (%s): %d texts, %d tokens -> %d blocks of %d per epoch, %d epochs, "

@@ -125,12 +125,48 @@ def cell_result(folder: CellFolder) -> CellResult | None:
 
 
 @dataclass
+class Attempt:
+    """Where a failed or unfinished cell would sit in the tables (from its .hydra/config.yaml)."""
+
+    folder: CellFolder
+    model: str
+    task: str
+    shots: int
+    method: str
+    paraphrases: int | None
+
+    @property
+    def status(self) -> str:
+        return "FAILED" if self.folder.status == "failed" else "NO RESULT"
+
+
+def attempt(folder: CellFolder) -> Attempt | None:
+    path = folder.path / ".hydra" / "config.yaml"
+    try:
+        config = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        assert isinstance(config, dict)
+        method = config["method"]
+        data_name = str(config["data"]["name"])
+        return Attempt(
+            folder=folder,
+            model=str(config["model"]["name"]),
+            task=_task(config, data_name),
+            shots=int(config["eval"]["shots"]),
+            method=str(method["name"]),
+            paraphrases=int(config["augment"]["paraphrases"]) if method["finetune"] else None,
+        )
+    except Exception:  # no or half-written Hydra record: listed by folder only
+        return None
+
+
+@dataclass
 class Collected:
     roots: list[Path]
     cells: list[CellResult]
     failed: list[CellFolder]  # failed.json
     incomplete: list[CellFolder]  # started, no result (killed, timed out, running)
     unreadable: list[CellFolder]  # results.json that is not a kfr result
+    attempts: list[Attempt] = field(default_factory=list)  # failed + incomplete, placed
 
 
 def collect(roots: Iterable[str | Path]) -> Collected:
@@ -145,10 +181,12 @@ def collect(roots: Iterable[str | Path]) -> Collected:
             unreadable.append(folder)
         else:
             cells.append(record)
+    unfinished = [f for f in folders if f.status != "complete"]
     return Collected(
         roots=roots,
         cells=cells,
-        failed=[f for f in folders if f.status == "failed"],
-        incomplete=[f for f in folders if f.status == "incomplete"],
+        failed=[f for f in unfinished if f.status == "failed"],
+        incomplete=[f for f in unfinished if f.status == "incomplete"],
         unreadable=unreadable,
+        attempts=[a for f in unfinished if (a := attempt(f)) is not None],
     )

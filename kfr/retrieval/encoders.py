@@ -9,7 +9,6 @@ memory twice, and texts are encoded longest first so a batch pads little.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -87,6 +86,8 @@ def _model_location(cfg: RetrieverConfig) -> tuple[str, str, dict]:
             cfg.package, cfg.path, fields=("retriever.package", "retriever.path")
         )
         identity = f"package:{cfg.package}=={package_version(cfg.package)}/{cfg.path}"
+        # local_files_only: files on disk never send a request to the hub (none is reachable
+        # on these machines), without switching the whole process offline.
         return str(location), identity, {"local_files_only": True}
     if not cfg.path:
         raise UserError(
@@ -117,9 +118,6 @@ def load_encoder(cfg: RetrieverConfig) -> SentenceEncoder:
     device = resolve_encoder_device(cfg.device)
     if cfg.batch_size < 1:
         raise UserError(f"must be at least 1, got {cfg.batch_size}", field="retriever.batch_size")
-    if kwargs.get("local_files_only"):
-        # Nothing to fetch: do not let a missing optional file send a request to the hub.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
 
     try:

@@ -36,9 +36,90 @@ _MAX_NAME = 180
 _NOT_CELLS = {"wandb", ".submitit", "finetune", HYDRA_DIR, "report", "logs"}
 
 
-def job_dirname(override_dirname: str) -> str:
-    """``override_dirname`` as one safe path component ("" -> "defaults")."""
-    name = override_dirname.replace(os.sep, "∕").replace("\0", "")
+# Override keys a cell ignores unless its method retrieves / fine-tunes (as kfr.config's hash).
+_RETRIEVAL_KEYS = ("retriever",)
+_TRAINING_KEYS = ("trainer", "finetune", "augment")
+
+
+def _key(override: str) -> str:
+    """The key (or group) an override sets: ``+retriever.k=3`` -> ``retriever.k``."""
+    return override.split("=", 1)[0].lstrip("+~").strip()
+
+
+def _under(key: str, groups: tuple[str, ...]) -> bool:
+    return any(key == g or key.startswith(g + ".") or key.startswith(g + "/") for g in groups)
+
+
+def relevant_overrides(
+    overrides: Iterable[str],
+    exclude_keys: Iterable[str] = (),
+    *,
+    retrieve: bool = True,
+    finetune: bool = True,
+    paraphrases: int = 1,
+) -> list[str]:
+    """The overrides that can change this cell's results, sorted (Hydra's override_dirname).
+
+    A Cartesian grid makes cells that differ only in settings their method ignores
+    (``method=base retriever.k=1`` and ``method=base retriever.k=2``): they get one folder, so
+    the cell runs once and the others find its results.
+    """
+    excluded = set(exclude_keys)
+    kept = []
+    for override in overrides:
+        key = _key(str(override))
+        if key in excluded:
+            continue
+        if not retrieve and _under(key, _RETRIEVAL_KEYS):
+            continue
+        if not finetune and _under(key, _TRAINING_KEYS):
+            continue
+        if (
+            finetune
+            and not paraphrases
+            and _under(key, ("augment",))
+            and key != "augment.paraphrases"
+        ):
+            continue  # no paraphrases: where they would come from does not matter
+        kept.append(_short_paths(str(override)))
+    return sorted(kept)
+
+
+def _short_paths(override: str) -> str:
+    """``data.questions=/data/ce/q.jsonl`` -> ``data.questions=q.jsonl~1a2b3c``: one path
+    component, readable, and still different for files of the same name in other folders."""
+    key, sep, value = override.partition("=")
+    if not sep or "/" not in value:
+        return override
+    digest = hashlib.sha1(value.encode()).hexdigest()[:6]
+    return f"{key}={Path(value.rstrip('/')).name or 'root'}~{digest}"
+
+
+def job_dirname(
+    overrides: Iterable[str] | str,
+    exclude_keys: Iterable[str] = (),
+    retrieve: bool = True,
+    finetune: bool = True,
+    paraphrases: int = 1,
+) -> str:
+    """A cell folder's name: its relevant overrides joined by commas, as one path component.
+
+    ``overrides`` is the job's override list (``hydra.overrides.task``); a string is taken as an
+    already joined name. ``""`` -> ``defaults``; long names keep their start plus a hash.
+    """
+    if isinstance(overrides, str):
+        name = overrides
+    else:
+        name = ",".join(
+            relevant_overrides(
+                overrides,
+                exclude_keys,
+                retrieve=retrieve,
+                finetune=finetune,
+                paraphrases=paraphrases,
+            )
+        )
+    name = name.replace(os.sep, "∕").replace("\0", "")
     if not name:
         return "defaults"
     if name.startswith("."):  # never hidden, never "." or ".."
@@ -47,6 +128,26 @@ def job_dirname(override_dirname: str) -> str:
         digest = hashlib.sha1(name.encode()).hexdigest()[:12]
         name = name.encode()[: _MAX_NAME - 13].decode(errors="ignore") + "-" + digest
     return name
+
+
+def distributed_process() -> bool:
+    """One of several processes (DDP ranks, tasks of one SLURM job) that run one cell together."""
+    if any(os.environ.get(n) for n in ("RANK", "LOCAL_RANK", "NODE_RANK")):
+        return True
+    return int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1
+
+
+def secondary_process() -> bool:
+    """A rank > 0 of a distributed cell: it trains beside rank 0 but logs and scores nothing.
+
+    The rank rules are fine-tuning's (kfr.finetune.checkpoints.secondary_rank), imported only
+    when the environment says the process is one of several.
+    """
+    if not distributed_process():
+        return False
+    from kfr.finetune.checkpoints import secondary_rank
+
+    return secondary_rank() > 0
 
 
 def _hydra_context() -> dict[str, Any]:
@@ -99,10 +200,10 @@ class CellFolder:
 
     @property
     def label(self) -> str:
-        """The cell's overrides as one line (its folder name when Hydra's record is missing)."""
-        if self.overrides is not None:
-            return " ".join(self.overrides) or "(no overrides)"
-        return self.path.name
+        """A sweep cell's folder name (its overrides); a single run's overrides."""
+        if "=" in self.path.name or self.overrides is None:
+            return self.path.name
+        return " ".join(self.overrides) or "(no overrides)"
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -157,18 +258,29 @@ def scan_cells(roots: Iterable[str | Path]) -> list[CellFolder]:
     return sorted(found.values(), key=lambda c: str(c.path))
 
 
-def format_failures(cells: Iterable[CellFolder], *, limit: int = 50) -> list[str]:
-    """One line per failed or unfinished cell: its overrides, the error, where to look."""
-    lines = []
+def format_failures(
+    cells: Iterable[CellFolder], *, bullet: str = "  ", examples: int = 3
+) -> list[str]:
+    """Failed and unfinished cells, one line each; cells that failed with the same error are
+    grouped (count, the error once, a few of their folders), so 100 identical failures take
+    a few lines."""
+    groups: dict[tuple[str, str], list[CellFolder]] = {}
     for cell in cells:
         if cell.status == "failed":
             failure = cell.failure or {}
-            lines.append(
-                f"  FAILED  {cell.label}: {failure.get('error', '?')}: "
-                f"{failure.get('message', '')}  [{cell.path / FAILED_FILE}]"
-            )
+            key = ("FAILED", f"{failure.get('error', '?')}: {failure.get('message', '')}")
         elif cell.status == "incomplete":
-            lines.append(f"  NO RESULT  {cell.label}: started, never finished  [{cell.path}]")
-    if len(lines) > limit:
-        lines = [*lines[:limit], f"  ... and {len(lines) - limit} more"]
+            key = ("NO RESULT", "started, never finished (killed, timed out or still running)")
+        else:
+            continue
+        groups.setdefault(key, []).append(cell)
+    lines = []
+    for (status, what), members in groups.items():
+        detail = FAILED_FILE if status == "FAILED" else ""
+        if len(members) <= examples:
+            lines += [f"{bullet}{status} {c.label}: {what}  [{c.path / detail}]" for c in members]
+            continue
+        lines.append(f"{bullet}{status} x{len(members)} cells: {what}")
+        lines += [f"{bullet}  e.g. {c.label}  [{c.path / detail}]" for c in members[:examples]]
+        lines.append(f"{bullet}  ... and {len(members) - examples} more (kfr-report lists all)")
     return lines

@@ -17,7 +17,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from kfr.sweeps.jobs import scan_cells, format_failures
+from kfr.sweeps.jobs import format_failures, scan_cells
 
 log = logging.getLogger("kfr")
 
@@ -30,6 +30,26 @@ def failed_cells_of_last_sweep() -> int:
     return _last_sweep.get("failed_now", 0)
 
 
+def check_required_settings(config: DictConfig) -> None:
+    """Stop before any job when a required setting (``???``) is given neither on the command
+    line nor by the sweep's grid: every cell would fail the same way."""
+    from omegaconf import OmegaConf
+
+    from kfr.errors import UserError
+
+    task = {k: v for k, v in config.items() if k != "hydra"}
+    missing = OmegaConf.missing_keys(OmegaConf.create(task))
+    swept = {str(k) for k in (config.hydra.sweeper.get("params") or {})}
+    swept |= {str(o).split("=", 1)[0].lstrip("+~") for o in config.hydra.overrides.task}
+    missing = sorted(m for m in missing if m not in swept)
+    if missing:
+        raise UserError(
+            "required by every cell and not set: "
+            + ", ".join(missing)
+            + " (give each on the command line, e.g. data.questions=PATH)"
+        )
+
+
 class SweepSummary(Callback):
     def __init__(self, report: bool = True, print_report: bool = True) -> None:
         self.report = report
@@ -39,6 +59,7 @@ class SweepSummary(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.started = time.time()
         _last_sweep.clear()
+        check_required_settings(config)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         try:
@@ -48,7 +69,9 @@ class SweepSummary(Callback):
 
     def _summarise(self, sweep_dir: Path) -> None:
         cells = scan_cells([sweep_dir])
-        counts = {s: sum(c.status == s for c in cells) for s in ("complete", "failed", "incomplete")}
+        counts = {
+            s: sum(c.status == s for c in cells) for s in ("complete", "failed", "incomplete")
+        }
         failed_now = sum(
             c.status == "failed" and (c.path / "failed.json").stat().st_mtime >= self.started - 1
             for c in cells

@@ -10,17 +10,29 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
 from omegaconf import DictConfig
 
 from kfr.cell import completed_results, format_summary, run_cell
 from kfr.config import config_hash, validate_config
-from kfr.sweeps.jobs import FAILED_FILE, FAILED_SCORE, clear_failure, record_failure
+from kfr.sweeps.jobs import (
+    FAILED_FILE,
+    FAILED_SCORE,
+    clear_failure,
+    distributed_process,
+    record_failure,
+    secondary_process,
+)
 from kfr.tracking import open_tracker
 
 log = logging.getLogger("kfr")
+
+CELL_LOCK = ".cell.lock"
 
 
 def is_multirun() -> bool:
@@ -46,16 +58,35 @@ def objective(results: dict[str, Any], metric: str) -> float:
     """The number a sweeper optimises: ``results["metrics"][metric]``, FAILED_SCORE if unusable."""
     value = results.get("metrics", {}).get(metric)
     if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-        log.warning("metric '%s' is not a number in these results (%r); returning %s",
-                    metric, value, FAILED_SCORE)  # fmt: skip
+        log.warning(
+            "metric '%s' is not a number in these results (%r); returning %s",
+            metric,
+            value,
+            FAILED_SCORE,
+        )
         return FAILED_SCORE
     return float(value)
 
 
 def run_sweep_cell(cfg: DictConfig, run_dir: Path) -> float:
     """One job of a multirun: never raises an Exception (SystemExit/KeyboardInterrupt pass)."""
+    if secondary_process() and not cfg.method.finetune:
+        # The extra tasks of a multi-GPU job (SLURM tasks_per_node > 1) only join training.
+        return 0.0
     try:
-        results, reused = run_tracked_cell(cfg, run_dir)
+        with _cell_lock(run_dir) as mine:
+            if not mine:
+                log.info(
+                    "Another job of this sweep is running the cell in %s; leaving it to it", run_dir
+                )
+                return FAILED_SCORE
+            results, reused = run_tracked_cell(cfg, run_dir)
+    except SystemExit as done:
+        # Ranks > 0 of a distributed fine-tuning leave with exit code 0 once training is done;
+        # under submitit a task must return for its job to count as finished.
+        if secondary_process() and done.code in (0, None):
+            return 0.0
+        raise
     except Exception as err:  # one cell's failure must not stop the other cells of the sweep
         path = record_failure(run_dir, err)
         log.error("Cell failed: %s: %s (details: %s)", type(err).__name__, err, path)
@@ -63,6 +94,29 @@ def run_sweep_cell(cfg: DictConfig, run_dir: Path) -> float:
     clear_failure(run_dir)
     print(("[reused] " if reused else "") + format_summary(results))
     return objective(results, str(cfg.optimized_metric))
+
+
+@contextmanager
+def _cell_lock(run_dir: Path) -> Iterator[bool]:
+    """True when this job may run the cell. Jobs that share a cell folder (they differ only in
+    settings the method ignores) run it once: with a parallel launcher (SLURM), a job that finds
+    the folder busy leaves at once instead of holding its GPUs idle; a sequential launcher never
+    finds it busy, so later jobs find the results. The ranks of one distributed cell take no lock:
+    they must run together."""
+    if distributed_process():
+        yield True
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(run_dir / CELL_LOCK))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
 
 
 __all__ = ["FAILED_FILE", "is_multirun", "objective", "run_sweep_cell", "run_tracked_cell"]

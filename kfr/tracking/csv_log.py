@@ -25,7 +25,11 @@ class CsvTracker:
         }
 
     def log_results(self, results: dict[str, Any], run_dir: Path) -> None:
-        row = {**self.identity, "config_hash": results.get("config_hash", ""), **flat_metrics(results)}
+        row = {
+            **self.identity,
+            "config_hash": results.get("config_hash", ""),
+            **flat_metrics(results),
+        }
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=list(row), lineterminator="\n")
         writer.writeheader()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,19 +11,11 @@ from typing import Any
 from omegaconf import DictConfig
 
 from kfr.config import TrackerKind
+from kfr.sweeps.jobs import secondary_process
 from kfr.tracking.base import NullTracker, Tracker
 from kfr.tracking.csv_log import CsvTracker
 
 log = logging.getLogger(__name__)
-
-
-def _secondary_rank() -> bool:
-    """True in the ranks > 0 of a distributed fine-tuning run: they log nothing."""
-    if not any(os.environ.get(n) for n in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")):
-        return False  # the usual case: no need to import the fine-tuning stack
-    from kfr.finetune.checkpoints import secondary_rank
-
-    return secondary_rank() > 0
 
 
 def tracker_kind(cfg: DictConfig) -> TrackerKind:
@@ -42,7 +33,7 @@ def tracker_kind(cfg: DictConfig) -> TrackerKind:
 def open_tracker(cfg: DictConfig, run_dir: str | Path) -> Iterator[Tracker]:
     """The cell's tracker; closed (W&B: ``finish``, exit code 1 on error) however the block ends."""
     run_dir = Path(run_dir)
-    kind = TrackerKind.none if _secondary_rank() else tracker_kind(cfg)
+    kind = TrackerKind.none if secondary_process() else tracker_kind(cfg)
     tracker: Tracker
     if kind is TrackerKind.wandb:
         from kfr.tracking.wandb_run import WandbTracker, wandb_mode

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +38,15 @@ _TABLE_COLUMNS = (
 
 def wandb_mode(cfg: DictConfig) -> str:
     """WANDB_MODE from the environment when set, else logger.wandb.mode."""
+    if os.environ.get("WANDB_MODE") == "":
+        del os.environ["WANDB_MODE"]  # set but empty: unset (wandb itself rejects "")
     mode = os.environ.get("WANDB_MODE") or str(cfg.logger.wandb.mode)
     mode = {"dryrun": "offline", "run": "online"}.get(mode, mode)
     if mode not in WANDB_MODES:
-        raise UserError(f"'{mode}' is not a W&B mode: one of {', '.join(WANDB_MODES)}",
-                        field="logger.wandb.mode")  # fmt: skip
+        raise UserError(
+            f"'{mode}' is not a W&B mode: one of {', '.join(WANDB_MODES)}",
+            field="logger.wandb.mode",
+        )
     return mode
 
 
@@ -77,6 +82,7 @@ class WandbTracker:
                 field="logger.wandb",
             ) from None
         self.log_predictions = bool(settings.log_predictions)
+        self.mode = mode
 
     def log_results(self, results: dict[str, Any], run_dir: Path) -> None:
         import wandb
@@ -94,6 +100,17 @@ class WandbTracker:
         if error is not None:
             self.run.summary["error"] = f"{type(error).__name__}: {error}"
         self.run.finish(exit_code=0 if error is None else 1)
+        if isinstance(error, UserError) and self.mode == "offline":
+            # Bad input is not an experiment: leave no run to sync (and, for a single run,
+            # nothing in the run directory; kfr.cli removes Hydra's files).
+            self._remove_offline_run()
+
+    def _remove_offline_run(self) -> None:
+        run_files = Path(self.run.dir).parent  # <run_dir>/wandb/offline-run-<time>-<id>
+        shutil.rmtree(run_files, ignore_errors=True)
+        wandb_dir = run_files.parent
+        if wandb_dir.name == "wandb" and not any(wandb_dir.glob("*run-*")):
+            shutil.rmtree(wandb_dir, ignore_errors=True)
 
 
 def _predictions_table(path: Path) -> dict[str, Any] | None:

@@ -2,20 +2,24 @@
 
 lm-eval runs as a peer (``benchmarks.lm_eval_peer``) on kfr's own requests: same contexts, same
 choices, its own tokenization, batching, forward passes and acc/acc_norm. A second check gives
-lm-eval the raw question fields and its own cloze template, so kfr's prompt building is checked
-too, not only its scoring.
+lm-eval the raw question fields and its own cloze template, and another its own MMLU template
+with two examples from a dev split, so kfr's prompt building is checked too, not only its scoring.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import yaml
 
 from benchmarks.lm_eval_peer import (
     PeerResult,
     evaluate_docs,
     evaluate_requests,
     load_peer_model,
+    task_contexts,
 )
 from kfr.config import PromptStyle
 from kfr.data.novel_facts import NovelFactsSpec, ensure_novel_facts
@@ -60,6 +64,19 @@ def _kfr_scores(loaded, requests: list[ChoiceRequest]) -> list[list[float]]:
     return scores
 
 
+def _mmlu_template() -> dict:
+    import lm_eval
+
+    path = Path(lm_eval.__file__).parent / "tasks" / "mmlu" / "default" / "_default_template_yaml"
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def _raw_fields(questions) -> list[dict]:
+    return [
+        {"question": q.question, "choices": list(q.choices), "answer": q.answer} for q in questions
+    ]
+
+
 def _assert_same_loglikelihoods(ours: list[list[float]], theirs: PeerResult) -> None:
     assert len(ours) == len(theirs.loglikelihoods)
     for i, (a, b) in enumerate(zip(ours, theirs.loglikelihoods, strict=True)):
@@ -93,12 +110,38 @@ def test_two_shot_cloze_matches_lm_eval(smollm2, peer, questions):
 
 def test_lm_eval_cloze_template_gives_kfr_loglikelihoods(smollm2, peer, questions):
     """lm-eval's template on the raw fields, not kfr's prompt: kfr must build the same prompt."""
-    docs = [
-        {"question": q.question, "choices": list(q.choices), "answer": q.answer} for q in questions
-    ]
     theirs = evaluate_docs(
-        peer, docs, doc_to_text="Question: {{question}}\nAnswer:", doc_to_choice="{{choices}}"
+        peer,
+        _raw_fields(questions),
+        doc_to_text="Question: {{question}}\nAnswer:",
+        doc_to_choice="{{choices}}",
     )
     requests = build_requests(questions, PromptStyle.cloze)
     assert theirs.contexts == [r.context for r in requests]
     _assert_same_loglikelihoods(_kfr_scores(smollm2, requests), theirs)
+
+
+def test_smollm2_tokenizer_adds_no_special_tokens(smollm2):
+    """lm-eval encodes with the tokenizer's defaults, kfr without special tokens: the same only
+    because this tokenizer adds none (a BOS-adding tokenizer would make them differ)."""
+    text = "Question: In which city was Velorin Quastebrook born?\nAnswer: Brimsalt"
+    tokenizer = smollm2.tokenizer
+    assert tokenizer.encode(text) == tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def test_letter_two_shot_prompts_match_lm_eval_mmlu_template(cache_dir):
+    """lm-eval's MMLU template, description and first_n dev examples give kfr's letter prompts."""
+    every = read_questions(ensure_novel_facts(NovelFactsSpec(), cache_dir) / "questions.jsonl")
+    # One subject, as in an MMLU task: the dev split then holds that subject's examples only.
+    city = [q for q in every if q.subject == "birth_city"]
+    test, dev = city[:8], city[-6:]
+    config = {
+        **_mmlu_template(),
+        "task": "kfr_mmlu_like",
+        "description": "The following are multiple choice questions (with answers) about "
+        "birth city.\n\n",
+        "num_fewshot": 2,
+    }
+    contexts = task_contexts(config, {"test": _raw_fields(test), "dev": _raw_fields(dev)})
+    requests = build_requests(test, PromptStyle.letter, shots=2, fewshot_pool=dev)
+    assert contexts == [r.context for r in requests]

@@ -263,5 +263,5 @@ def test_kfr_questions_runs_the_local_backend(tmp_path, capsys, cache_dir):
     )  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and "no question passed the checks" in err
-    assert "2 chunks without usable JSON" in err
+    assert "2 chunks without a usable reply" in err
     assert not (tmp_path / "q.jsonl").exists()

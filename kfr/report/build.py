@@ -1,0 +1,178 @@
+"""The comparison report: tables, the cells behind them, what is missing, and the plots.
+
+``write_report`` writes into one folder: ``report.md`` (every table, missing and failed cells,
+data versions), ``cells.csv`` (one row per finished cell), one CSV per table, and the PNG plots.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kfr.report.collect import Collected, collect
+from kfr.report.paper import PAPER
+from kfr.report.plots import plot_curves
+from kfr.report.tables import (
+    Aggregate,
+    Table,
+    aggregate,
+    curve_table,
+    methods_table,
+    paraphrase_tables,
+)
+from kfr.storage import atomic_write_text
+from kfr.sweeps.jobs import format_failures
+
+REPORT_FILE = "report.md"
+CELLS_FILE = "cells.csv"
+
+
+@dataclass
+class Report:
+    collected: Collected
+    aggregates: list[Aggregate]
+    tables: list[Table]
+    plots: list[Path] = field(default_factory=list)
+
+    @property
+    def missing(self) -> list[str]:
+        return [
+            m
+            for t in self.tables
+            if t.name == "methods" or t.name.startswith("para")
+            for m in t.missing
+        ]
+
+    def problems(self) -> list[str]:
+        """Markdown lines naming every failed, unfinished, unreadable and missing cell."""
+        c = self.collected
+        # Every failed cell by name (examples unlimited); the console summary groups them.
+        lines = format_failures([*c.failed, *c.incomplete], bullet="- ", examples=10**9)
+        lines += [
+            f"- UNREADABLE {f.label}: results.json is not a kfr result (`{f.path}`)"
+            for f in c.unreadable
+        ]
+        lines += [f"- MISSING {m}: no cell with results" for m in dict.fromkeys(self.missing)]
+        return lines
+
+    def data_versions(self) -> list[str]:
+        """Which dataset card (version) each task's cells used."""
+        by_task: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+        for cell in self.collected.cells:
+            key = f"{cell.card} (sha256 {cell.card_digest})" if cell.card else "no dataset card"
+            by_task[cell.task][key].append(cell.path.name)
+        lines = []
+        for task in sorted(by_task):
+            versions = by_task[task]
+            flag = (
+                " — MIXED: cells of this task used different data versions"
+                if len(versions) > 1
+                else ""
+            )
+            lines.append(f"- {task}{flag}")
+            for key, folders in sorted(versions.items()):
+                lines.append(f"  - {key}: {len(folders)} cell(s)")
+        return lines
+
+    def markdown(self) -> str:
+        c = self.collected
+        seeds = max((a.seeds for a in self.aggregates), default=0)
+        out = [
+            "## kfr report",
+            "",
+            f"Sources: {', '.join(f'`{r}`' for r in c.roots)}. Cells with results: "
+            f"{len(c.cells)} ({len(self.aggregates)} settings x up to {seeds} seeds); "
+            f"failed: {len(c.failed)}; without a result: {len(c.incomplete)}. "
+            f"Published values: {PAPER}.",
+        ]
+        for table in self.tables:
+            out += ["", table.markdown()]
+        problems = self.problems()
+        out += ["", "### Missing and failed cells", ""]
+        out += problems or ["None: every position of every table has results."]
+        out += ["", "### Data versions", "", *self.data_versions()]
+        if self.plots:
+            out += ["", "### Plots", "", *[f"- `{p}`" for p in self.plots]]
+        return "\n".join(out) + "\n"
+
+
+def build_report(roots: list[str | Path]) -> Report:
+    collected = collect(roots)
+    aggs = aggregate(collected.cells)
+    tables: list[Table] = []
+    attempts = collected.attempts
+    if aggs or attempts:
+        if (table := methods_table(aggs, attempts)) is not None:
+            tables.append(table)
+        tables += paraphrase_tables(aggs, attempts)
+    if aggs:
+        for axis in ("paraphrases", "k"):
+            if (table := curve_table(aggs, axis)) is not None:
+                tables.append(table)
+    return Report(collected, aggs, tables)
+
+
+def _csv_text(records: list[dict[str, object]]) -> str:
+    columns = list(dict.fromkeys(key for record in records for key in record))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(records)
+    return buffer.getvalue()
+
+
+def _cell_records(report: Report) -> list[dict[str, object]]:
+    rows = []
+    for cell in report.collected.cells:
+        rows.append(
+            {
+                "folder": str(cell.path),
+                "model": cell.model,
+                "data": cell.data,
+                "task": cell.task,
+                "shots": cell.shots,
+                "style": cell.style,
+                "method": cell.method,
+                "seed": cell.seed,
+                "k": cell.k,
+                "paraphrases": cell.paraphrases,
+                "acc": cell.acc,
+                "acc_ci95_low": cell.acc_ci95[0] if cell.acc_ci95 else None,
+                "acc_ci95_high": cell.acc_ci95[1] if cell.acc_ci95 else None,
+                "acc_norm": cell.acc_norm,
+                "recall_at_k": cell.recall_at_k,
+                "n": cell.n,
+                "variant": cell.variant,
+                "data_card": cell.card,
+                "data_card_sha256": cell.card_digest,
+                **{f"finetune_{k}": v for k, v in cell.settings.items()},
+            }
+        )
+    for folder in report.collected.failed + report.collected.incomplete:
+        rows.append(
+            {
+                "folder": str(folder.path),
+                "status": folder.status,
+                "error": (folder.failure or {}).get("message"),
+            }
+        )
+    return rows
+
+
+def write_report(report: Report, out_dir: str | Path) -> Path:
+    """Write report.md, cells.csv, one CSV per table and the plots into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report.plots = [
+        p
+        for axis in ("paraphrases", "k")
+        if (p := plot_curves(report.aggregates, axis, out)) is not None
+    ]
+    for table in report.tables:
+        atomic_write_text(out / f"{table.name}.csv", _csv_text(table.records))
+    atomic_write_text(out / CELLS_FILE, _csv_text(_cell_records(report)))
+    atomic_write_text(out / REPORT_FILE, report.markdown())
+    return out

@@ -1,0 +1,419 @@
+"""Aggregate cells over seeds and lay them out as the paper does.
+
+- Methods table (paper Table 1): rows task x shots, per model the columns Base / Base+RAG / FT /
+  FT+RAG. RAG columns show the best K (the paper's practice: "the table reports the best K per
+  cell"); FT columns use fine-tuning without paraphrases when that was run.
+- Paraphrase table (paper Table 2, current events): rows models, columns Base, Base+RAG, FT-reg,
+  FT-par, FT-reg+RAG, FT-par+RAG; made for every task whose fine-tuning used paraphrases.
+- Curves: accuracy against the paraphrase count and against K, when a sweep varied them.
+
+Every value is the mean over seeds with a 95% interval (Student t over seeds; with one seed, the
+cell's bootstrap interval over questions), the relative gain over Base, and the paper's value
+where the paper has that cell. A position without results is shown as "—" and listed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from kfr.report.collect import Attempt, CellResult
+from kfr.report.paper import (
+    CURRENT_EVENTS,
+    PAPER_MODELS,
+    TABLE1_METHODS,
+    paper_table1,
+    paper_table2,
+)
+
+MISSING = "—"
+METHOD_LABELS = {"base": "Base", "rag": "Base+RAG", "ft": "FT", "ft_rag": "FT+RAG"}
+MODEL_LABELS = {"mistral_7b": "Mistral-7B", "llama2_7b": "Llama2-7B", "orca2_7b": "Orca2-7B"}
+# Student t 97.5% quantiles by degrees of freedom (two-sided 95% intervals over seeds).
+_T975 = (
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+)
+
+
+def t975(df: int) -> float:
+    return _T975[df - 1] if df <= len(_T975) else 1.96 + 2.4 / df
+
+
+def model_label(model: str) -> str:
+    return MODEL_LABELS.get(model, model)
+
+
+@dataclass
+class Aggregate:
+    """The cells of one setting that differ only by seed."""
+
+    model: str
+    task: str
+    shots: int
+    method: str
+    k: int | None
+    paraphrases: int | None
+    variant: str
+    cells: list[CellResult] = field(default_factory=list)
+
+    @property
+    def seeds(self) -> int:
+        return len(self.cells)
+
+    @property
+    def mean(self) -> float:
+        return sum(c.acc for c in self.cells) / len(self.cells)
+
+    @property
+    def ci95(self) -> tuple[float, float] | None:
+        if len(self.cells) == 1:
+            return self.cells[0].acc_ci95
+        n, mean = len(self.cells), self.mean
+        sd = math.sqrt(sum((c.acc - mean) ** 2 for c in self.cells) / (n - 1))
+        half = t975(n - 1) * sd / math.sqrt(n)
+        return (mean - half, mean + half)
+
+    @property
+    def ci_over(self) -> str:
+        return "seeds" if len(self.cells) > 1 else "questions"
+
+    @property
+    def cards(self) -> set[str]:
+        return {c.card_digest or "none" for c in self.cells}
+
+
+def aggregate(cells: Iterable[CellResult]) -> list[Aggregate]:
+    """Group cells by setting; one cell per seed (the first found, by folder name)."""
+    groups: dict[tuple, Aggregate] = {}
+    for cell in sorted(cells, key=lambda c: str(c.path)):
+        key = (
+            cell.model,
+            cell.task,
+            cell.shots,
+            cell.method,
+            cell.k,
+            cell.paraphrases,
+            cell.variant,
+        )
+        agg = groups.setdefault(key, Aggregate(*key))
+        if all(c.seed != cell.seed for c in agg.cells):
+            agg.cells.append(cell)
+    return list(groups.values())
+
+
+@dataclass
+class Picked:
+    """The aggregate shown at one table position, and among how many it was the best."""
+
+    agg: Aggregate
+    candidates: int
+
+
+Selector = Callable[[Sequence[Aggregate]], list[Aggregate]]
+
+
+def _reg_first(aggs: Sequence[Aggregate]) -> list[Aggregate]:
+    """Fine-tuning without paraphrases when run, else the fewest paraphrases."""
+    if not aggs:
+        return []
+    fewest = min(a.paraphrases or 0 for a in aggs)
+    return [a for a in aggs if (a.paraphrases or 0) == fewest]
+
+
+def _reg(aggs: Sequence[Aggregate]) -> list[Aggregate]:
+    return [a for a in aggs if not a.paraphrases]
+
+
+def _par(aggs: Sequence[Aggregate]) -> list[Aggregate]:
+    """Fine-tuning with the most paraphrases run (the paper's FT-par used up to 10)."""
+    counts = [a.paraphrases for a in aggs if a.paraphrases]
+    return [a for a in aggs if counts and a.paraphrases == max(counts)]
+
+
+def pick(aggs: Sequence[Aggregate], method: str, select: Selector | None = None) -> Picked | None:
+    """The best (highest mean) aggregate of ``method`` after ``select``; RAG: the best K."""
+    candidates = [a for a in aggs if a.method == method]
+    if select is not None:
+        candidates = select(candidates)
+    if not candidates:
+        return None
+    best = max(candidates, key=lambda a: (a.mean, a.seeds))
+    return Picked(best, len(candidates))
+
+
+@dataclass
+class Table:
+    name: str  # file name stem of its CSV
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    records: list[dict[str, object]]  # one per filled or missing position, for CSV
+    notes: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        lines = [f"### {self.title}", ""]
+        lines.append("| " + " | ".join(self.header) + " |")
+        lines.append("|" + "|".join("---" for _ in self.header) + "|")
+        lines += ["| " + " | ".join(row) + " |" for row in self.rows]
+        if self.notes:
+            lines += ["", *self.notes]
+        return "\n".join(lines)
+
+
+def _format(
+    picked: Picked | None,
+    base: Picked | None,
+    paper: float | None,
+    max_seeds: int,
+    *,
+    show_k: bool = True,
+    absent: str = MISSING,
+) -> str:
+    if picked is None:
+        return f"{absent} [paper {paper:.3f}]" if paper is not None else absent
+    agg = picked.agg
+    text = f"{agg.mean:.3f}"
+    ci = agg.ci95
+    if ci is not None:
+        text += f"±{(ci[1] - ci[0]) / 2:.3f}"
+    if show_k and agg.k is not None and agg.method in ("rag", "ft_rag"):
+        text += f" K={agg.k}"
+    if agg.seeds != max_seeds:
+        text += f" s={agg.seeds}"
+    if base is not None and agg is not base.agg and base.agg.mean > 0:
+        text += f" ({(agg.mean - base.agg.mean) / base.agg.mean:+.1%})"
+    if paper is not None:
+        text += f" [paper {paper:.3f}]"
+    return text
+
+
+def _record(
+    table: str,
+    position: dict[str, object],
+    picked: Picked | None,
+    base: Picked | None,
+    paper: float | None,
+    absent: str = "missing",
+) -> dict[str, object]:
+    record: dict[str, object] = {"table": table, **position, "paper": paper}
+    if picked is None:
+        return record | {"status": absent}
+    agg = picked.agg
+    ci = agg.ci95
+    gain = None
+    if base is not None and agg is not base.agg and base.agg.mean > 0:
+        gain = round((agg.mean - base.agg.mean) / base.agg.mean, 6)
+    return record | {
+        "status": "ok",
+        "acc_mean": round(agg.mean, 6),
+        "ci95_low": None if ci is None else round(ci[0], 6),
+        "ci95_high": None if ci is None else round(ci[1], 6),
+        "ci_over": agg.ci_over,
+        "seeds": agg.seeds,
+        "k": agg.k,
+        "paraphrases": agg.paraphrases,
+        "relative_gain": gain,
+        "candidates": picked.candidates,
+        "data_cards": " ".join(sorted(agg.cards)),
+        "folders": " ".join(str(c.path) for c in agg.cells),
+    }
+
+
+Placed = Aggregate | Attempt
+
+
+def ordered_models(items: Iterable[Placed]) -> list[str]:
+    present = {a.model for a in items}
+    return [m for m in PAPER_MODELS if m in present] + sorted(present - set(PAPER_MODELS))
+
+
+def _absent(attempts: Sequence[Attempt], method: str, select: Selector | None = None) -> str:
+    """What an empty position shows: FAILED / NO RESULT when a cell was tried there."""
+    tried = [a for a in attempts if a.method == method]
+    if select is _reg:
+        tried = [a for a in tried if not a.paraphrases]
+    elif select is _par:
+        tried = [a for a in tried if a.paraphrases]
+    statuses = {a.status for a in tried}
+    return "FAILED" if "FAILED" in statuses else "NO RESULT" if statuses else MISSING
+
+
+def _legend(max_seeds: int) -> str:
+    over = "over seeds" if max_seeds > 1 else "bootstrap over questions: one seed"
+    return (
+        f"Cells: accuracy (mean over seeds) ± half-width of its 95% interval ({over}); "
+        "K = retrieved chunks (the best K is shown); s = seeds, when fewer than elsewhere; "
+        f"(relative gain over Base); [the paper's value]. {MISSING} = never run; FAILED / "
+        "NO RESULT = tried, see the list below."
+    )
+
+
+def methods_table(aggs: list[Aggregate], attempts: Sequence[Attempt] = ()) -> Table | None:
+    """Paper Table 1 layout: rows task x shots; per model Base / Base+RAG / FT / FT+RAG."""
+    placed: list[Placed] = [*aggs, *attempts]
+    present = {a.method for a in placed}
+    methods = [m for m in TABLE1_METHODS if m in present]
+    if not methods:
+        return None
+    models = ordered_models(placed)
+    rows_keys = sorted({(a.task, a.shots) for a in placed})
+    max_seeds = max((a.seeds for a in aggs), default=1)
+    header = ["Task", "Shots"] + [
+        f"{model_label(m)} {METHOD_LABELS[meth]}" for m in models for meth in methods
+    ]
+    by_position: dict[tuple, list[Aggregate]] = defaultdict(list)
+    tried: dict[tuple, list[Attempt]] = defaultdict(list)
+    for a in aggs:
+        by_position[(a.task, a.shots, a.model)].append(a)
+    for t in attempts:
+        tried[(t.task, t.shots, t.model)].append(t)
+    selectors: dict[str, Selector | None] = {"ft": _reg_first, "ft_rag": _reg_first}
+    rows, records, missing = [], [], []
+    for task, shots in rows_keys:
+        row = [task, str(shots)]
+        for model in models:
+            here = by_position[(task, shots, model)]
+            base = pick(here, "base")
+            for method in methods:
+                picked = pick(here, method, selectors.get(method))
+                paper = paper_table1(model, task, shots, method)
+                absent = _absent(tried[(task, shots, model)], method)
+                row.append(_format(picked, base, paper, max_seeds, absent=absent))
+                position = {"task": task, "shots": shots, "model": model, "method": method}
+                records.append(_record("methods", position, picked, base, paper, absent))
+                if picked is None and absent == MISSING:
+                    missing.append(f"{model} {task} {shots}-shot {METHOD_LABELS[method]}")
+        rows.append(row)
+    notes = [_legend(max_seeds)]
+    if "ft" in methods or "ft_rag" in methods:
+        notes.append("FT columns: fine-tuned without paraphrases where run (else the fewest).")
+    title = "Accuracy by method (paper Table 1 layout)"
+    return Table("methods", title, header, rows, records, notes, missing)
+
+
+PARAPHRASE_COLUMNS: tuple[tuple[str, str, str, Selector | None], ...] = (
+    ("base", "Base", "base", None),
+    ("rag", "Base+RAG", "rag", None),
+    ("ft_reg", "FT-reg", "ft", _reg),
+    ("ft_par", "FT-par", "ft", _par),
+    ("ft_reg_rag", "FT-reg+RAG", "ft_rag", _reg),
+    ("ft_par_rag", "FT-par+RAG", "ft_rag", _par),
+)
+
+
+def _tried(attempts: Sequence[Attempt], method: str, select: Selector | None) -> bool:
+    return _absent(attempts, method, select) != MISSING
+
+
+def paraphrase_tables(aggs: list[Aggregate], attempts: Sequence[Attempt] = ()) -> list[Table]:
+    """Paper Table 2 layout, one table per task x shots whose fine-tuning used paraphrases."""
+    tables = []
+    placed: list[Placed] = [*aggs, *attempts]
+    for task, shots in sorted({(a.task, a.shots) for a in placed}):
+        mine = [a for a in aggs if a.task == task and a.shots == shots]
+        tried_here = [t for t in attempts if t.task == task and t.shots == shots]
+        if not any(a.paraphrases for a in [*mine, *tried_here]) and task != CURRENT_EVENTS:
+            continue
+        models = ordered_models([*mine, *tried_here])
+        max_seeds = max((a.seeds for a in mine), default=1)
+        columns = [
+            c
+            for c in PARAPHRASE_COLUMNS
+            if pick(mine, c[2], c[3]) is not None or _tried(tried_here, c[2], c[3])
+        ]
+        counts = sorted({a.paraphrases for a in mine if a.paraphrases})
+        rows, records, missing = [], [], []
+        for model in models:
+            model_aggs = [a for a in mine if a.model == model]
+            model_tried = [t for t in tried_here if t.model == model]
+            base = pick(model_aggs, "base")
+            row = [model_label(model)]
+            for key, label, method, select in columns:
+                picked = pick(model_aggs, method, select)
+                paper = paper_table2(model, task, shots, key)
+                absent = _absent(model_tried, method, select)
+                row.append(_format(picked, base, paper, max_seeds, absent=absent))
+                position = {"task": task, "shots": shots, "model": model, "method": key}
+                table_name = f"paraphrases_{task}"
+                records.append(_record(table_name, position, picked, base, paper, absent))
+                if picked is None and absent == MISSING:
+                    missing.append(f"{model} {task} {shots}-shot {label}")
+            rows.append(row)
+        notes = [_legend(max_seeds)]
+        if counts:
+            notes.append(
+                f"FT-par: {max(counts)} paraphrases per document "
+                f"(counts run: {', '.join(map(str, counts))})."
+            )
+        safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in task)
+        title = f"{task} {shots}-shot: fine-tuning with paraphrases (paper Table 2 layout)"
+        header = ["Model"] + [c[1] for c in columns]
+        name = f"paraphrases_{safe}_{shots}shot"
+        tables.append(Table(name, title, header, rows, records, notes, missing))
+    return tables
+
+
+def curve_points(aggs: list[Aggregate], methods: tuple[str, ...], axis: str) -> dict[tuple, dict]:
+    """(model, task, shots, method) -> {axis value: best aggregate at that value}."""
+    curves: dict[tuple, dict[int, Aggregate]] = defaultdict(dict)
+    for a in aggs:
+        value = getattr(a, axis)
+        if a.method not in methods or value is None:
+            continue
+        if axis == "k" and a.paraphrases:  # K curves: fine-tuning without paraphrases
+            continue
+        key = (a.model, a.task, a.shots, a.method)
+        best = curves[key].get(value)
+        if best is None or a.mean > best.mean:
+            curves[key][value] = a
+    return {k: v for k, v in curves.items() if len(v) > 1}
+
+
+def curve_table(aggs: list[Aggregate], axis: str) -> Table | None:
+    """Accuracy against ``axis`` ("paraphrases" or "k") for the cells that varied it."""
+    methods = ("ft", "ft_rag") if axis == "paraphrases" else ("rag", "ft_rag")
+    curves = curve_points(aggs, methods, axis)
+    if not curves:
+        return None
+    values = sorted({v for points in curves.values() for v in points})
+    label = "paraphrases" if axis == "paraphrases" else "K"
+    rows, records = [], []
+    for (model, task, shots, method), points in sorted(curves.items()):
+        row = [model_label(model), task, str(shots), METHOD_LABELS.get(method, method)]
+        for value in values:
+            agg = points.get(value)
+            row.append(
+                MISSING
+                if agg is None
+                else _format(Picked(agg, 1), None, None, agg.seeds, show_k=axis != "k")
+            )
+            position = {"task": task, "shots": shots, "model": model, "method": method, axis: value}
+            records.append(
+                _record(f"by_{axis}", position, None if agg is None else Picked(agg, 1), None, None)
+            )
+        rows.append(row)
+    header = ["Model", "Task", "Shots", "Method"] + [f"{label}={v}" for v in values]
+    title = f"Accuracy vs {'paraphrase count' if axis == 'paraphrases' else 'K'}"
+    return Table(f"by_{axis}", title, header, rows, records, [_legend(2)])
