@@ -4,7 +4,7 @@
 #   apt-get install -y --no-install-recommends slurmctld slurmd slurm-client munge
 #
 #   slurm/local_cluster.sh start    # writes $KFR_SLURM_DIR/slurm.conf, starts the daemons
-#   eval "$(slurm/local_cluster.sh env)"   # SLURM_CONF for sbatch/squeue/sinfo in this shell
+#   eval "$(slurm/local_cluster.sh env)"   # SLURM_CONF (and a sacct stand-in) for this shell
 #   slurm/local_cluster.sh status
 #   slurm/local_cluster.sh stop     # stops the daemons this script started; keeps the logs
 #
@@ -67,14 +67,49 @@ SlurmdPort=${KFR_SLURMD_PORT:-6818}
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
-# Fast turnaround for tests: jobs leave squeue soon after they end, nodes answer quickly.
-MinJobAge=30
+# Ended jobs stay visible to scontrol (and the sacct stand-in below) for 5 minutes.
+MinJobAge=300
 SlurmdTimeout=30
 InactiveLimit=0
 KillWait=5
 $node State=UNKNOWN
 PartitionName=$PARTITION Nodes=$host Default=YES MaxTime=INFINITE State=UP
 EOF
+}
+
+write_sacct() {
+  # No accounting database here, so the real sacct answers "accounting storage is disabled".
+  # submitit polls `sacct -o JobID,State,NodeList --parsable2 -j IDS` to see a job that died
+  # without a result; this stand-in answers that query from scontrol. `env` puts it on PATH.
+  mkdir -p "$BASE/bin"
+  cat >"$BASE/bin/sacct" <<'EOF'
+#!/usr/bin/env bash
+# sacct stand-in for kfr's local SLURM cluster (slurm/local_cluster.sh): states from scontrol.
+ids=""
+while (($#)); do
+  case "$1" in
+    -j|--jobs) ids="$2"; shift 2 ;;
+    -j*) ids="${1#-j}"; shift ;;
+    --jobs=*) ids="${1#--jobs=}"; shift ;;
+    *) shift ;;
+  esac
+done
+echo "JobID|State|NodeList"
+for id in ${ids//,/ }; do
+  scontrol show job -o "$id" 2>/dev/null | while read -r line; do
+    declare -A f=()
+    for word in $line; do [[ "$word" == *=* ]] && f["${word%%=*}"]="${word#*=}"; done
+    job="${f[JobId]}"
+    if [[ -n "${f[ArrayJobId]:-}" ]]; then
+      task="${f[ArrayTaskId]}"
+      [[ "$task" == *[-,]* ]] && task="[${task%%%*}]"
+      job="${f[ArrayJobId]}_${task}"
+    fi
+    echo "${job}|${f[JobState]}|${f[NodeList]:-None assigned}"
+  done
+done
+EOF
+  chmod +x "$BASE/bin/sacct"
 }
 
 is_running() {  # pid file -> running?
@@ -88,6 +123,7 @@ start() {
     return 0
   fi
   write_conf
+  write_sacct
   # munged refuses to run as root unless forced; its own socket and pid file live in BASE.
   if ! is_running "$BASE/munge/munged.pid"; then
     /usr/sbin/munged --force --socket="$MUNGE_SOCKET" --pid-file="$BASE/munge/munged.pid" \
@@ -145,7 +181,7 @@ stop() {
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
-  env) echo "export SLURM_CONF=$CONF" ;;
+  env) echo "export SLURM_CONF=$CONF PATH=$BASE/bin:\$PATH" ;;
   status)
     if is_running "$BASE/slurmctld.pid"; then
       SLURM_CONF="$CONF" sinfo

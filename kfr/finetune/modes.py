@@ -296,10 +296,6 @@ def trainable_model(cfg: DictConfig, cache_dir: str | Path) -> tuple[Any, Any]:
     return model, lm.tokenizer
 
 
-def _scoring_device(model_cfg: DictConfig) -> torch.device:
-    return resolve_device(model_cfg.device)
-
-
 def load_finetuned(cfg: DictConfig, checkpoint: Path, cache_dir: str | Path) -> LoadedModel:
     """The fine-tuned model ready for scoring, from the files :func:`save_trained` wrote."""
     mode = FinetuneMode(cfg.finetune.mode)
@@ -320,7 +316,7 @@ def load_finetuned(cfg: DictConfig, checkpoint: Path, cache_dir: str | Path) -> 
         if mode == FinetuneMode.qlora:
             # Scored on the 4-bit weights it was trained against: merging into full-precision
             # weights would score a model that was never trained.
-            device = _scoring_device(cfg.model)
+            device = resolve_device(cfg.model.device)
             lm = load_quantized(
                 cfg.model, cache_dir, compute_dtype(cfg.finetune.compute_dtype, device), device
             )

@@ -36,11 +36,32 @@ LOG_DIR = "logs"
 METRICS_FILE = "metrics.csv"
 
 
+def _strategy(cfg: DictConfig, model) -> Any:
+    """The strategy name, or for FSDP one that shards per decoder layer.
+
+    Plain ``strategy="fsdp"`` wraps the whole model as one unit, so every rank gathers all the
+    weights at once; wrapping each decoder layer (the classes transformers lists as
+    ``_no_split_modules``) keeps one layer gathered at a time.
+    """
+    name = str(cfg.trainer.strategy)
+    if name.lower() != "fsdp":
+        return name
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    layer_names = set(getattr(model, "_no_split_modules", None) or ())
+    layers = {type(m) for m in model.modules() if type(m).__name__ in layer_names}
+    return FSDPStrategy(
+        auto_wrap_policy=layers or None,
+        state_dict_type="full",  # rank 0 saves whole tensors, as for every other strategy
+    )
+
+
 def build_trainer(
     cfg: DictConfig,
     out_dir: Path,
     *,
     accumulate: int,
+    model: Any = None,
     loggers: Sequence[Logger] = (),
     callbacks: Sequence[Callback] = (),
 ) -> pl.Trainer:
@@ -48,7 +69,7 @@ def build_trainer(
     return pl.Trainer(
         accelerator=trainer.accelerator,
         devices=trainer.devices,
-        strategy=trainer.strategy,
+        strategy=_strategy(cfg, model) if model is not None else str(trainer.strategy),
         num_nodes=trainer.num_nodes,
         precision=trainer.precision,
         max_epochs=ft.epochs,
@@ -101,7 +122,7 @@ def train(
         warmup_ratio=ft.warmup_ratio,
     )
     trainer = build_trainer(
-        cfg, out_dir, accumulate=accumulate, loggers=loggers, callbacks=callbacks
+        cfg, out_dir, accumulate=accumulate, model=model, loggers=loggers, callbacks=callbacks
     )
     trainable, total = _count_parameters(model)
     log.info(

@@ -20,6 +20,7 @@ from kfr.report.tables import (
     Table,
     aggregate,
     curve_table,
+    legend,
     methods_table,
     paraphrase_tables,
 )
@@ -87,6 +88,8 @@ class Report:
             f"{len(c.cells)} ({len(self.aggregates)} settings x up to {seeds} seeds); "
             f"failed: {len(c.failed)}; without a result: {len(c.incomplete)}. "
             f"Published values: {PAPER}.",
+            "",
+            legend(),
         ]
         for table in self.tables:
             out += ["", table.markdown()]

@@ -36,6 +36,7 @@ def plot_curves(aggs: list[Aggregate], axis: str, out_dir: Path) -> Path | None:
                 errors[1][i] = max(ci[1] - ys[i], 0.0)
         label = f"{model_label(model)} {task} {shots}-shot {METHOD_LABELS.get(method, method)}"
         ax.errorbar(xs, ys, yerr=errors, marker="o", capsize=3, label=label)
+    ax.set_xticks(sorted({x for points in curves.values() for x in points}))
     ax.set_xlabel(xlabel)
     ax.set_ylabel("Accuracy")
     ax.set_title(f"Accuracy vs {'paraphrases' if axis == 'paraphrases' else 'K'} (95% intervals)")

@@ -260,13 +260,13 @@ def _absent(attempts: Sequence[Attempt], method: str, select: Selector | None = 
     return "FAILED" if "FAILED" in statuses else "NO RESULT" if statuses else MISSING
 
 
-def _legend(max_seeds: int) -> str:
-    over = "over seeds" if max_seeds > 1 else "bootstrap over questions: one seed"
+def legend() -> str:
     return (
-        f"Cells: accuracy (mean over seeds) ± half-width of its 95% interval ({over}); "
-        "K = retrieved chunks (the best K is shown); s = seeds, when fewer than elsewhere; "
+        "Each cell: accuracy, the mean over seeds ± the half-width of its 95% interval (Student t "
+        "over seeds; with one seed, the bootstrap interval over questions); K = retrieved chunks "
+        "(the best K is shown, as in the paper); s = seeds, where fewer than in other cells; "
         f"(relative gain over Base); [the paper's value]. {MISSING} = never run; FAILED / "
-        "NO RESULT = tried, see the list below."
+        "NO RESULT = tried, listed under 'Missing and failed cells'."
     )
 
 
@@ -306,7 +306,7 @@ def methods_table(aggs: list[Aggregate], attempts: Sequence[Attempt] = ()) -> Ta
                 if picked is None and absent == MISSING:
                     missing.append(f"{model} {task} {shots}-shot {METHOD_LABELS[method]}")
         rows.append(row)
-    notes = [_legend(max_seeds)]
+    notes = []
     if "ft" in methods or "ft_rag" in methods:
         notes.append("FT columns: fine-tuned without paraphrases where run (else the fewest).")
     title = "Accuracy by method (paper Table 1 layout)"
@@ -361,7 +361,7 @@ def paraphrase_tables(aggs: list[Aggregate], attempts: Sequence[Attempt] = ()) -
                 if picked is None and absent == MISSING:
                     missing.append(f"{model} {task} {shots}-shot {label}")
             rows.append(row)
-        notes = [_legend(max_seeds)]
+        notes = []
         if counts:
             notes.append(
                 f"FT-par: {max(counts)} paraphrases per document "
@@ -416,4 +416,4 @@ def curve_table(aggs: list[Aggregate], axis: str) -> Table | None:
         rows.append(row)
     header = ["Model", "Task", "Shots", "Method"] + [f"{label}={v}" for v in values]
     title = f"Accuracy vs {'paraphrase count' if axis == 'paraphrases' else 'K'}"
-    return Table(f"by_{axis}", title, header, rows, records, [_legend(2)])
+    return Table(f"by_{axis}", title, header, rows, records)

@@ -37,8 +37,9 @@ def check_required_settings(config: DictConfig) -> None:
 
     from kfr.errors import UserError
 
-    task = {k: v for k, v in config.items() if k != "hydra"}
-    missing = OmegaConf.missing_keys(OmegaConf.create(task))
+    missing = OmegaConf.missing_keys(
+        OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+    )
     swept = {str(k) for k in (config.hydra.sweeper.get("params") or {})}
     swept |= {str(o).split("=", 1)[0].lstrip("+~") for o in config.hydra.overrides.task}
     missing = sorted(m for m in missing if m not in swept)

@@ -201,3 +201,43 @@ def test_unknown_lora_layers_name_the_ones_that_exist(ft_cache):
     cfg = ft_config("finetune.lora.target_modules=[qkv]", cache=str(ft_cache))
     with pytest.raises(UserError, match=r"target_modules.*q_proj"):
         trainable_model(cfg, ft_cache)
+
+
+def test_run_cell_reports_the_training_and_copies_its_log(ft_cache, tmp_path):
+    from kfr.cell import run_cell
+    from kfr.data.readers import write_knowledge_base_jsonl, write_questions_jsonl
+
+    write_knowledge_base_jsonl(tmp_path / "kb.jsonl", DOCUMENTS)
+    write_questions_jsonl(tmp_path / "q.jsonl", QUESTIONS)
+    cfg = ft_config(
+        "data=custom",
+        f"data.questions={tmp_path / 'q.jsonl'}",
+        f"data.knowledge={tmp_path / 'kb.jsonl'}",
+        cache=str(ft_cache),
+    )
+    results = run_cell(cfg, tmp_path / "run")
+    ft = results["finetune"]
+    assert ft["mode"] == "lora" and ft["reused"] is False and ft["steps"] > 0
+    for key in ("train_loss_first", "train_loss_last", "tokens", "tokens_per_s", "wall_s"):
+        assert ft[key] is not None
+    assert ft["paraphrases"]["requested_per_document"] == 0
+    assert results["scoring"]["checkpoint"] == ft["checkpoint"]
+    assert (tmp_path / "run" / "finetune" / "metrics.csv").is_file()
+
+
+def test_cli_rejects_16_bit_training_on_the_cpu_with_exit_code_2(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    env = {**os.environ, "KFR_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "kfr.cli", "model=tiny_llama", "method=ft"]
+    command += ["trainer.precision=bf16-mixed", f"paths.output_root={tmp_path / 'out'}"]
+    done = subprocess.run(
+        command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2, done.stderr
+    assert "trainer.precision" in done.stderr and "needs a GPU" in done.stderr
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("results.json"))

@@ -214,3 +214,8 @@ def test_kfr_reports_an_unknown_subject_in_one_line(tmp_path, cache_dir):
     assert result.returncode == 2
     assert "unknown MMLU subject 'anatomyy'" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_without_network_or_local_copy_the_error_says_to_set_mmlu_dir():
+    with pytest.raises(UserError, match=r"set data\.mmlu_dir to a local copy"):
+        load_mmlu(["anatomy"], "test")  # tests run with HF_DATASETS_OFFLINE=1

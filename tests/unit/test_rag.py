@@ -10,7 +10,7 @@ import pytest
 from hydra.core.global_hydra import GlobalHydra
 
 from kfr.cell import format_summary, run_cell
-from kfr.config import PromptStyle, config_hash
+from kfr.config import PromptStyle, RetrieverConfig, config_hash
 from kfr.data.readers import write_questions_jsonl
 from kfr.data.schema import Question
 from kfr.errors import UserError
@@ -18,7 +18,7 @@ from kfr.evaluation.prompts import build_context, build_requests
 from kfr.retrieval import cli as index_cli
 from kfr.retrieval import encoders
 from kfr.retrieval.chunking import Chunk
-from kfr.retrieval.retrieve import Hit, fit_passages, recall_at
+from kfr.retrieval.retrieve import Hit, fit_passages, query_text, recall_at
 from tests.conftest import compose_config
 from tests.unit.retrieval_fakes import HashingEncoder
 
@@ -86,6 +86,14 @@ def test_recall_counts_questions_with_a_source_document_in_the_top_k():
     assert recall_at(hits, questions, 1) == 0.25
     assert recall_at(hits, questions, 2) == 0.5
     assert recall_at(hits, [Question("x", "?", ("a", "b"), 0)], 2) is None
+
+
+def test_the_query_is_the_question_with_the_prefix_and_optionally_the_choices():
+    question = _question(3)
+    cfg = RetrieverConfig(name="x", query_prefix="query: ")
+    assert query_text(question, cfg) == "query: What is fact 3?"
+    cfg.query_with_choices = True
+    assert query_text(question, cfg) == "query: What is fact 3?\nalpha\nbeta"
 
 
 def test_chunks_that_do_not_fit_are_dropped_lowest_ranked_first(tiny_lm):
