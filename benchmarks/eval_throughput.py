@@ -8,9 +8,15 @@ Two workloads on the embedded SmolLM2-135M and the novel-facts questions:
 Both scorers get the same requests and the same batch size; each is warmed up once per workload
 before it is timed. lm-eval's time is the time spent inside its ``loglikelihood`` (tokenization
 and forward passes, what ``score_requests`` does); its whole ``simple_evaluate`` call is reported
-alongside. Run from the repository root::
+alongside. Questions are taken evenly spread over the set, so the RAG prompts are about many
+different people. Run from the repository root::
 
     .venv/bin/python -m benchmarks.eval_throughput [--questions N] [--batch-size B] [--out FILE]
+
+Wall-clock figures need an otherwise idle machine: with other processes on the cores, OpenMP
+threads spin-wait for each other and a multi-threaded run slows down by several times, unevenly
+between the two scorers. The load average before and after each workload is printed to show it;
+``--threads 1`` gives CPU-time ratios that other processes barely affect.
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ class Row:
     kfr_qps: float
     lm_eval_qps: float  # scoring only: inside lm.loglikelihood
     ratio: float  # kfr_qps / lm_eval_qps
-    cpu_ratio: float  # the same from CPU time: steadier when other processes share the cores
+    cpu_ratio: float  # the same from CPU time: robust to other processes with --threads 1
     lm_eval_evaluate_qps: float  # the whole simple_evaluate call
     same_acc_pct: float  # questions whose argmax prediction is the same
     same_acc_norm_pct: float
@@ -70,6 +76,13 @@ def _load_kfr_model(cache_dir: Path):
     cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.load(conf))
     cfg.device = "cpu"  # the comparison is on CPU; lm-eval gets device=cpu as well
     return load_model(OmegaConf.to_object(cfg), cache_dir)
+
+
+def spread(items: Sequence, n: int) -> list:
+    """``n`` items evenly spaced over ``items`` (all of them when there are not more)."""
+    if n >= len(items):
+        return list(items)
+    return [items[i * len(items) // n] for i in range(n)]
 
 
 def _n_tokens(tokenizer, text: str) -> int:
@@ -217,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     rows = []
     if args.questions > 0:
-        short = questions[: args.questions]
+        short = spread(questions, args.questions)
         rows.append(
             run_workload(
                 "short (cloze 0-shot)",
@@ -229,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         )
     if args.rag_questions > 0:
-        rag = questions[: args.rag_questions]
+        rag = spread(questions, args.rag_questions)
         requests = rag_requests(rag, documents, loaded.tokenizer, args.context_tokens)
         rows.append(
             run_workload(

@@ -79,8 +79,8 @@ class PeerResult:
     # Time spent inside lm.loglikelihood (tokenization + forward passes): what kfr's
     # score_requests does, so this is the figure to compare it with.
     seconds_scoring: float
-    # CPU time of this process over the same calls: less sensitive than wall time to other
-    # processes competing for the cores of a shared machine.
+    # CPU time of this process over the same calls: with one torch thread, unaffected by other
+    # processes on a shared machine (with more, OpenMP spin-waiting inflates it under load).
     cpu_seconds_scoring: float
     # The whole simple_evaluate call on an already loaded model: also reads the JSON dataset,
     # builds the requests and computes the metrics.

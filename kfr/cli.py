@@ -3,6 +3,11 @@
 User mistakes, whether in the config (unknown key, wrong type, unknown group option) or in the
 data (a malformed line), end with one line on stderr and exit code 2, and leave nothing in the
 run directory; anything else is a bug and keeps its traceback.
+
+In a sweep (``-m``) a config that cannot compose still stops everything up front (exit 2), but a
+cell that fails while running writes ``failed.json`` into its folder and the other cells go on
+(kfr.sweeps.task); the sweep ends with a summary naming the failed cells, the report table, and
+exit code 1 if any cell failed.
 """
 
 from __future__ import annotations

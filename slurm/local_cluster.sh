@@ -24,7 +24,7 @@ die() { echo "local_cluster.sh: $*" >&2; exit 1; }
 
 need_binaries() {
   local missing=()
-  for bin in slurmctld slurmd sbatch sinfo munged; do
+  for bin in slurmctld slurmd sbatch sinfo munged mungekey; do
     command -v "$bin" >/dev/null 2>&1 || [[ -x "/usr/sbin/$bin" ]] || missing+=("$bin")
   done
   if ((${#missing[@]})); then
@@ -125,9 +125,13 @@ start() {
   write_conf
   write_sacct
   # munged refuses to run as root unless forced; its own socket and pid file live in BASE.
+  # Its own key in BASE: nothing depends on /etc/munge (single host: any key will do).
   if ! is_running "$BASE/munge/munged.pid"; then
-    /usr/sbin/munged --force --socket="$MUNGE_SOCKET" --pid-file="$BASE/munge/munged.pid" \
-      --log-file="$BASE/log/munged.log" --seed-file="$BASE/munge/munged.seed"
+    [[ -f "$BASE/munge/munge.key" ]] || /usr/sbin/mungekey --create --keyfile="$BASE/munge/munge.key"
+    chmod 700 "$BASE/munge"
+    /usr/sbin/munged --force --socket="$MUNGE_SOCKET" --key-file="$BASE/munge/munge.key" \
+      --pid-file="$BASE/munge/munged.pid" --log-file="$BASE/log/munged.log" \
+      --seed-file="$BASE/munge/munged.seed"
   fi
   export SLURM_CONF="$CONF"
   # -i: ignore state left by an earlier run of this script (jobs, node state).
