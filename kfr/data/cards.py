@@ -19,11 +19,12 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from kfr.data.schema import Question
 from kfr.storage import atomic_write_json
 
 CARD_SUFFIX = ".card.json"
@@ -78,6 +79,33 @@ def _kfr_version() -> str:
     return __version__
 
 
+def card_record(
+    *,
+    kind: str,
+    tool: str,
+    source: Mapping[str, Any],
+    settings: Mapping[str, Any],
+    counts: Mapping[str, Any],
+    sha256: Mapping[str, str],
+    command: Sequence[str] | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """The card's content; ``command`` defaults to this process's command line."""
+    return {
+        "card_version": CARD_VERSION,
+        "kind": kind,
+        "tool": tool,
+        "kfr_version": _kfr_version(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": list(command if command is not None else sys.argv),
+        "source": dict(source),
+        "settings": dict(settings),
+        "counts": dict(counts),
+        "sha256": dict(sha256),
+        **fields,
+    }
+
+
 def write_card(
     data_path: str | Path,
     *,
@@ -94,34 +122,41 @@ def write_card(
 
     ``kind`` names what the data is (``knowledge_base``, ``questions``), ``tool`` the kfr module
     that made it, ``source`` where the content came from, ``settings`` everything needed to make
-    it again. ``command`` defaults to this process's command line. Extra keyword arguments are
-    added as top-level keys.
+    it again. Extra keyword arguments are added as top-level keys.
     """
     data_path = Path(data_path)
     files = [data_path, *(Path(f) for f in extra_files)]
-    card = {
-        "card_version": CARD_VERSION,
-        "kind": kind,
-        "tool": tool,
-        "kfr_version": _kfr_version(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": list(command if command is not None else sys.argv),
-        "source": dict(source),
-        "settings": dict(settings),
-        "counts": dict(counts),
-        "sha256": {f.name: sha256_file(f) for f in files},
+    card = card_record(
+        kind=kind,
+        tool=tool,
+        source=source,
+        settings=settings,
+        counts=counts,
+        sha256={f.name: sha256_file(f) for f in files},
+        command=command,
         **fields,
-    }
+    )
     path = card_path(data_path)
     atomic_write_json(path, card)
     return path
+
+
+def questions_digest(questions: Iterable[Question]) -> str:
+    """SHA-256 of a question set's canonical JSON: the same questions give the same digest,
+    whatever file, copy or hub they were read from."""
+    digest = hashlib.sha256()
+    for question in questions:
+        digest.update(json.dumps(question.to_json(), sort_keys=True).encode("utf-8") + b"\n")
+    return digest.hexdigest()
 
 
 __all__ = [
     "CARD_SUFFIX",
     "DIRECTORY_CARD",
     "card_path",
+    "card_record",
     "find_card",
+    "questions_digest",
     "read_card",
     "sha256_file",
     "write_card",

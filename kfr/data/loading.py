@@ -14,7 +14,7 @@ from typing import Any
 
 from kfr.config import DataConfig
 from kfr.data.cards import find_card
-from kfr.data.mmlu import is_mmlu_source, load_mmlu, parse_subjects
+from kfr.data.mmlu import is_mmlu_source, load_mmlu, parse_subjects, write_mmlu_card
 from kfr.data.novel_facts import NovelFactsSpec, ensure_novel_facts
 from kfr.data.readers import (
     load_hf_questions,
@@ -72,18 +72,21 @@ def load_eval_data(cfg: DataConfig, cache_dir: str | Path, *, need_knowledge: bo
             "this method needs a knowledge base: set data.knowledge=PATH", field="data.knowledge"
         )
     questions, origin = _read_question_source(questions_source, cfg, cfg.hf_split)
+    whole_set = questions
     if cfg.limit is not None:
         if cfg.limit < 1:
             raise UserError(f"must be at least 1, got {cfg.limit}", field="data.limit")
         questions = questions[: cfg.limit]
-    fewshot_pool = None
+    fewshot_pool, fewshot_origin = None, None
     if cfg.fewshot:
-        fewshot_pool, _ = _read_question_source(cfg.fewshot, cfg, cfg.hf_fewshot_split)
+        fewshot_pool, fewshot_origin = _read_question_source(cfg.fewshot, cfg, cfg.hf_fewshot_split)
     documents = None
     if knowledge_source and (need_knowledge or any(q.source_ids for q in questions)):
         documents = read_knowledge_base(knowledge_source)
         validate_source_ids(questions, documents, questions_source)
     card = None if questions_source.startswith(HF_PREFIX) else find_card(questions_source)
+    if origin is not None:  # MMLU: no file of ours to find a card beside, so write one
+        card = write_mmlu_card(cache_dir, whole_set, origin, fewshot_pool, fewshot_origin)
     return EvalData(
         questions,
         fewshot_pool,

@@ -26,11 +26,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from kfr.data.cards import sha256_file
+from kfr.data.cards import CARD_SUFFIX, card_record, questions_digest, sha256_file
 from kfr.data.readers import load_hf_questions, questions_from_records, read_questions
 from kfr.data.schema import Question
 from kfr.errors import USER_ERROR_EXIT_CODE, UserError
+from kfr.storage import atomic_write_json
 
+TOOL = "kfr.data.mmlu"
 HF_DATASET = "cais/mmlu"
 SPLITS = ("test", "dev", "validation")
 _CSV_SPLIT_DIRS = {"test": "test", "dev": "dev", "validation": "val"}
@@ -224,6 +226,50 @@ def load_mmlu(
         for file in files:
             origin["sha256"][file.relative_to(copy.root).as_posix()] = sha256_file(file)
     return MmluLoad(questions, origin)
+
+
+def write_mmlu_card(
+    cache_dir: str | Path,
+    questions: Sequence[Question],
+    origin: dict[str, Any],
+    fewshot: Sequence[Question] | None = None,
+    fewshot_origin: dict[str, Any] | None = None,
+) -> Path:
+    """A card for MMLU questions as read (hub or local copy), under ``<cache>/data/cards/``.
+
+    Named by the digest of the questions, so the same questions from any source share one card;
+    it records the source files' hashes and a digest that tells whether two runs saw the same
+    questions.
+    """
+    digest = questions_digest(questions)
+    per_subject: dict[str, int] = {}
+    for q in questions:
+        per_subject[q.subject or ""] = per_subject.get(q.subject or "", 0) + 1
+    source = {**origin}
+    if fewshot_origin is not None:
+        source["fewshot"] = fewshot_origin
+    card = card_record(
+        kind="questions",
+        tool=TOOL,
+        source=source,
+        settings={
+            "subjects": origin.get("subjects"),
+            "split": origin.get("split"),
+            "fewshot_split": fewshot_origin.get("split") if fewshot_origin else None,
+        },
+        counts={
+            "questions": len(questions),
+            "fewshot": len(fewshot) if fewshot is not None else 0,
+            "per_subject": per_subject,
+        },
+        sha256={
+            "questions": digest,
+            **({"fewshot": questions_digest(fewshot)} if fewshot is not None else {}),
+        },
+    )
+    path = Path(cache_dir) / "data" / "cards" / f"mmlu-{digest[:16]}{CARD_SUFFIX}"
+    atomic_write_json(path, card)
+    return path
 
 
 # --------------------------------------------------------------------------- command line

@@ -53,7 +53,12 @@ class ScoringStats:
 
 
 def _encode(tokenizer, text: str) -> list[int]:
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+    """lm-eval's ``tok_encode``: the tokenizer's own special tokens (Llama-2 and Mistral add a
+    BOS, SmolLM2 adds nothing), unless the text already starts with the prefix token."""
+    prefix = tokenizer.decode(_prefix_token(tokenizer))
+    if prefix and text.startswith(prefix):
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+    return tokenizer(text)["input_ids"]
 
 
 def split_tokens(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
@@ -78,8 +83,13 @@ def _units_for(
     index: int, request: ChoiceRequest, tokenizer, max_length: int, stats: ScoringStats
 ) -> list[_Unit]:
     if request.context == "":
-        # lm-eval scores a continuation with no context after the model's prefix token.
-        pairs = [([_prefix_token(tokenizer)], _encode(tokenizer, c)) for c in request.continuations]
+        # lm-eval scores a continuation with no context after the model's prefix token (or, when
+        # the continuation itself starts with that token, after its own first token).
+        prefix = _prefix_token(tokenizer)
+        pairs = []
+        for continuation in request.continuations:
+            tokens = tokenizer(continuation, add_special_tokens=False)["input_ids"]
+            pairs.append(([prefix], tokens) if tokens[:1] != [prefix] else (tokens[:1], tokens[1:]))
     else:
         pairs = [split_tokens(tokenizer, request.context, c) for c in request.continuations]
         if not pairs[0][0]:  # whitespace-only context: nothing to condition on either
@@ -87,12 +97,13 @@ def _units_for(
     for k, (_, cont) in enumerate(pairs):
         if not cont:
             raise ValueError(f"question {request.question_id}: choice {k} encodes to no tokens")
-    context = pairs[0][0]
-    if all(len(ctx) + len(cont) - 1 <= max_length for ctx, cont in pairs):
-        # The context encoding does not depend on the choice: one shared unit.
-        return [_Unit(index, context, [(k, cont) for k, (_, cont) in enumerate(pairs)])]
-    # Too long: cut each choice's input from the left as lm-eval does; contexts then differ.
-    stats.truncated_requests += 1
+    fits = all(len(ctx) + len(cont) - 1 <= max_length for ctx, cont in pairs)
+    if fits and all(ctx == pairs[0][0] for ctx, _ in pairs):
+        # The usual case: every choice has the same context tokens, packed into one unit.
+        return [_Unit(index, pairs[0][0], [(k, cont) for k, (_, cont) in enumerate(pairs)])]
+    # Contexts differ per choice: too long (each choice's input is cut from the left, as lm-eval
+    # does) or an empty context whose prefix depends on the choice. One unit per choice.
+    stats.truncated_requests += not fits
     units = []
     for k, (ctx, cont) in enumerate(pairs):
         window = (ctx + cont)[-(max_length + 1) :]

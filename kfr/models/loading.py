@@ -92,13 +92,19 @@ def _from_pretrained(loader: Any, path: str, field: str, **kwargs: Any) -> Any:
         ) from None
 
 
-def _max_length(cfg: ModelConfig, model: Any) -> int:
+def _max_length(cfg: ModelConfig, model: Any, tokenizer: Any) -> int:
+    """``model.max_length``, else what lm-eval's HFLM would use for this checkpoint."""
     if cfg.max_length is not None:
         return cfg.max_length
-    for attr in ("max_position_embeddings", "n_positions", "n_ctx"):
-        value = getattr(model.config, attr, None)
+    config = getattr(model.config, "text_config", None) or model.config
+    for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
+        value = getattr(config, attr, None)
         if isinstance(value, int) and value > 0:
             return value
+    # Tokenizers without a limit report a huge sentinel (int(1e30)); ignore it.
+    model_max = getattr(tokenizer, "model_max_length", None)
+    if isinstance(model_max, int) and 0 < model_max < 1_000_000_000:
+        return model_max
     return _FALLBACK_MAX_LENGTH
 
 
@@ -178,7 +184,7 @@ def load_model(cfg: ModelConfig, cache_dir: str | Path) -> LoadedModel:
     model.eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    max_length = _max_length(cfg, model)
+    max_length = _max_length(cfg, model, tokenizer)
     log.info(
         "Loaded model %s from %s on %s (max length %d)", cfg.name, checkpoint, device, max_length
     )

@@ -70,6 +70,8 @@ class SweepSummary(Callback):
 
     def _summarise(self, sweep_dir: Path) -> None:
         cells = scan_cells([sweep_dir])
+        if not cells:  # a sweep of another command of the same config tree (kfr-index -m)
+            return
         counts = {
             s: sum(c.status == s for c in cells) for s in ("complete", "failed", "incomplete")
         }

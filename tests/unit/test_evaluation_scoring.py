@@ -148,3 +148,43 @@ def test_whitespace_only_context_is_scored_like_an_empty_one(tiny_lm):
     # "  " + "cat" moves both spaces into the continuation: "  cat" vs " cat" differ, but both
     # are scored after the prefix token and must be finite.
     assert all(v < 0 for v in empty + spaces)
+
+
+@pytest.fixture(scope="module")
+def bos_tokenizer(tiny_lm):
+    """The same vocabulary with a tokenizer that adds BOS, as Llama-2's and Mistral's do."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_lm.tokenizer.name_or_path, add_bos_token=True)
+
+
+def test_bos_adding_tokenizer_keeps_bos_in_the_context_like_lm_eval(bos_tokenizer):
+    bos = bos_tokenizer.bos_token_id
+    ctx, cont = split_tokens(bos_tokenizer, "Question: Who?\nAnswer:", " Ada")
+    assert ctx[0] == bos and ctx.count(bos) == 1
+    assert cont == bos_tokenizer(" Ada", add_special_tokens=False)["input_ids"]
+    # A context that already starts with the BOS string gets no second BOS (lm-eval's rule).
+    ctx2, _ = split_tokens(bos_tokenizer, bos_tokenizer.bos_token + "Question: Who?", " Ada")
+    assert ctx2.count(bos) == 1
+
+
+def test_bos_adding_tokenizer_scores_equal_reference(tiny_lm, bos_tokenizer):
+    requests = build_requests(QUESTIONS[:3], PromptStyle.cloze)
+    scores, _ = score_requests(
+        tiny_lm.model, bos_tokenizer, requests, max_length=512, batch_size=2, progress=False
+    )
+    for request, row in zip(requests, scores, strict=True):
+        expected = [
+            reference_loglikelihood(tiny_lm.model, bos_tokenizer, request.context, c, 512)
+            for c in request.continuations
+        ]
+        assert row == pytest.approx(expected, abs=2e-4)
+
+
+def test_empty_context_with_continuation_starting_with_prefix_token(tiny_lm, bos_tokenizer):
+    bos = bos_tokenizer.bos_token
+    requests = [ChoiceRequest("p", "", (bos + " cat", " dog"), (3, 3))]
+    (row,), _ = score_requests(
+        tiny_lm.model, bos_tokenizer, requests, max_length=64, progress=False
+    )
+    assert all(v < 0 for v in row)

@@ -156,7 +156,25 @@ def test_load_eval_data_reads_questions_and_dev_pool_from_the_local_copy(tmp_pat
     assert len(data.questions) == 8
     assert len(data.fewshot_pool) == 6
     assert data.origin["subjects"] == ["anatomy", "astronomy"]
-    assert data.card is None
+    card = json.loads(Path(data.card).read_text())
+    assert card["tool"] == "kfr.data.mmlu" and card["source"]["source"] == "csv"
+    assert card["counts"] == {
+        "questions": 8,
+        "fewshot": 6,
+        "per_subject": {"anatomy": 4, "astronomy": 4},
+    }
+    assert set(card["source"]["sha256"]) == {"test/anatomy_test.csv", "test/astronomy_test.csv"}
+    assert set(card["source"]["fewshot"]["sha256"]) == {
+        "dev/anatomy_dev.csv",
+        "dev/astronomy_dev.csv",
+    }
+    # The same questions from the parquet export get the same digest, so the same card.
+    parquet = make_parquet_tree(tmp_path / "pq")
+    cfg = compose_config(["data=mmlu", "data.hf_name='anatomy,astronomy'",
+                          f"data.mmlu_dir={parquet}"])  # fmt: skip
+    again = load_eval_data(cfg.data, tmp_path / "cache", need_knowledge=False)
+    assert again.card == data.card
+    assert json.loads(Path(again.card).read_text())["source"]["source"] == "parquet"
 
 
 def test_a_card_beside_the_questions_is_picked_up(tmp_path):
@@ -203,6 +221,8 @@ def test_kfr_runs_an_mmlu_subject_from_a_local_csv_copy(tmp_path, cache_dir):
     assert set(results["metrics"]["per_subject"]) == {"anatomy"}
     assert results["data"]["origin"]["source"] == "csv"
     assert results["data"]["origin"]["subjects"] == ["anatomy"]
+    card = json.loads(Path(results["data"]["card"]).read_text())
+    assert card["counts"]["questions"] == 5 and card["settings"]["fewshot_split"] == "dev"
 
 
 def test_kfr_reports_an_unknown_subject_in_one_line(tmp_path, cache_dir):
