@@ -39,13 +39,16 @@ log = logging.getLogger(__name__)
 
 # The paper's instruction to GPT-4, for any instruction-tuned model. Bump PROMPT_VERSION when
 # the wording changes: cached paraphrases are keyed on it.
-PROMPT_VERSION = 1
+PROMPT_VERSION = 2
 PARAPHRASE_INSTRUCTION = (
     "Paraphrase the text below. Give {n} different versions. Keep the same meaning and do not "
     "change any fact (names, places, years, numbers); change the wording. Keep each version "
     "about as long as the original. Make the versions as different from each other as possible."
-    ' Answer with JSON only, in this form: {{"paraphrases": [{slots}]}}\n\nText:\n{text}'
+    ' Return a JSON object with one key, "paraphrases", holding a list of the {n} versions.'
+    "\n\nText:\n{text}"
 )
+# The answer is started for the model: small instruction-tuned models then write the JSON.
+ANSWER_PREFILL = '{"paraphrases": ["'
 # A paraphrase far shorter or longer than its document has dropped facts or invented some.
 _LENGTH_RATIO = (0.5, 2.0)
 LLM_FILE = "paraphrases.jsonl"
@@ -59,8 +62,8 @@ class TrainingTexts:
 
 
 def paraphrase_prompt(text: str, n: int) -> str:
-    slots = ", ".join(f'"version {i + 1}"' for i in range(n))
-    return PARAPHRASE_INSTRUCTION.format(n=n, slots=slots, text=text)
+    # No example list in the prompt: small models copy placeholders instead of writing.
+    return PARAPHRASE_INSTRUCTION.format(n=n, text=text)
 
 
 def _normalise(text: str) -> str:
@@ -113,6 +116,7 @@ def generate_paraphrases(
         lambda index, value: parsers[index](value),
         retries=retries,
         seed=seed,
+        prefill=ANSWER_PREFILL,
     )
     paraphrases: dict[str, list[str]] = {d.id: [] for d in documents}
     for document, found in zip(owners, results, strict=True):
@@ -203,7 +207,7 @@ def llm_paraphrases(
             "retries": gen.retries,
             "n": n,
             "seed": seed,
-            "prompt": PROMPT_VERSION,
+            "prompt": [PROMPT_VERSION, ANSWER_PREFILL],
             "documents": [[d.id, d.text] for d in documents],
         }
     )

@@ -1,7 +1,9 @@
 """Batched sampling from a causal LM through transformers, behind a small interface.
 
 Prompts are user messages: the model's chat template (when it has one) wraps each, so an
-instruction-tuned model sees the format it was trained on. Sampling is seeded per batch inside a
+instruction-tuned model sees the format it was trained on. ``prefill`` starts the model's answer
+for it (e.g. ``{"paraphrases": ["``): small models then stay in the asked-for format far more
+often; answers are returned with the prefill in front. Sampling is seeded per batch inside a
 forked RNG, so the same prompts, seed and batch size give the same texts and the caller's random
 state is left alone.
 """
@@ -26,7 +28,7 @@ class TextGenerator(Protocol):
 
     name: str
 
-    def generate(self, prompts: Sequence[str], *, seed: int) -> list[str]: ...
+    def generate(self, prompts: Sequence[str], *, seed: int, prefill: str = "") -> list[str]: ...
 
 
 @dataclass(frozen=True)
@@ -49,20 +51,23 @@ class TransformersGenerator:
     def from_config(cls, model_cfg, cache_dir: str | Path, settings: SamplingSettings):
         return cls(load_model(model_cfg, cache_dir), settings)
 
-    def _format(self, prompt: str) -> str:
+    def _format(self, prompt: str, prefill: str) -> str:
         tokenizer = self.lm.tokenizer
         if not getattr(tokenizer, "chat_template", None):
-            return prompt
-        return tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+            return prompt + prefill
+        return (
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+            )
+            + prefill
         )
 
     @torch.inference_mode()
-    def _generate_batch(self, prompts: Sequence[str]) -> list[str]:
+    def _generate_batch(self, prompts: Sequence[str], prefill: str) -> list[str]:
         tokenizer, model, s = self.lm.tokenizer, self.lm.model, self.settings
         # The chat template already holds the special tokens the model expects.
         inputs = tokenizer(
-            [self._format(p) for p in prompts],
+            [self._format(p, prefill) for p in prompts],
             return_tensors="pt",
             padding=True,
             add_special_tokens=False,
@@ -75,14 +80,16 @@ class TransformersGenerator:
             **(sampling if s.temperature > 0 else {"do_sample": False}),
         )
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
-        return tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        return [
+            prefill + text for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        ]
 
-    def generate(self, prompts: Sequence[str], *, seed: int) -> list[str]:
+    def generate(self, prompts: Sequence[str], *, seed: int, prefill: str = "") -> list[str]:
         size = self.settings.batch_size
         cuda = [self.lm.device.index or 0] if self.lm.device.type == "cuda" else []
         texts: list[str] = []
         for start in range(0, len(prompts), size):
             with torch.random.fork_rng(devices=cuda):
                 torch.manual_seed(seed * 1_000_003 + start)
-                texts += self._generate_batch(prompts[start : start + size])
+                texts += self._generate_batch(prompts[start : start + size], prefill)
         return texts

@@ -54,6 +54,7 @@ def generate_json(
     *,
     retries: int,
     seed: int,
+    prefill: str = "",
 ) -> tuple[list[T | None], JsonStats]:
     """``parse(i, json)`` of prompt i's answer; failed prompts are asked again with new seeds."""
     results: list[T | None] = [None] * len(prompts)
@@ -62,7 +63,9 @@ def generate_json(
     for attempt in range(retries + 1):
         if not pending:
             break
-        answers = generator.generate([prompts[i] for i in pending], seed=seed + 7919 * attempt)
+        answers = generator.generate(
+            [prompts[i] for i in pending], seed=seed + 7919 * attempt, prefill=prefill
+        )
         stats.attempts += len(pending)
         still = []
         for index, answer in zip(pending, answers, strict=True):

@@ -36,7 +36,7 @@ class ScriptedGenerator:
         self.rounds = list(rounds)
         self.calls: list[tuple[list[str], int]] = []
 
-    def generate(self, prompts, *, seed):
+    def generate(self, prompts, *, seed, prefill=""):
         self.calls.append((list(prompts), seed))
         answers = self.rounds.pop(0)
         return [answers(p) if callable(answers) else answers[i] for i, p in enumerate(prompts)]
