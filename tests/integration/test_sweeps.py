@@ -18,7 +18,7 @@ import yaml
 from kfr.data.readers import write_questions_jsonl
 from kfr.data.schema import Question
 from tests.conftest import REPO_ROOT
-from tests.unit.wandb_offline import read_offline_run
+from tests.unit.wandb_offline import read_finished_run
 
 pytestmark = pytest.mark.integration
 
@@ -131,7 +131,7 @@ def test_demo_like_sweep_completes_records_a_failed_cell_and_resumes(tmp_path, c
     # W&B: one offline run per finished cell, in its folder: config, group, tags, summary.
     rag_cell = next(p for n, p in good.items() if "method=rag" in n)
     (run_dir,) = (rag_cell / "wandb").glob("offline-run-*")
-    run = read_offline_run(run_dir)
+    run = read_finished_run(run_dir)
     assert run.group == "demo" and run.job_type == "rag"
     assert run.tags == ["rag", "tiny_llama", "custom"]
     assert run.config["retriever"]["k"] == 2 and run.config["experiment_name"] == "demo"

@@ -10,7 +10,7 @@ import pytest
 from kfr.config import TrackerKind
 from kfr.tracking import flat_metrics, lightning_loggers, open_tracker, run_name, tracker_kind
 from tests.conftest import compose_config
-from tests.unit.wandb_offline import read_offline_run
+from tests.unit.wandb_offline import read_finished_run
 
 RESULTS = {
     "config_hash": "abc123",
@@ -79,7 +79,7 @@ def test_wandb_offline_runs_hold_config_group_tags_and_summary(tmp_path, monkeyp
     assert wandb.run is None
 
     (ok_run,) = (ok_dir / "wandb").glob("offline-run-*")
-    run = read_offline_run(ok_run)
+    run = read_finished_run(ok_run)
     assert run.group == "study" and run.job_type == "rag" and run.project == "kfr"
     assert run.tags == ["rag", "tiny_llama", "novel_facts"]
     assert run.name == "tiny_llama-novel_facts-rag-k3-0shot-s0"
@@ -89,5 +89,5 @@ def test_wandb_offline_runs_hold_config_group_tags_and_summary(tmp_path, monkeyp
     assert run.summary["recall_at_k"] == 0.9 and run.summary["predictions"]["nrows"] == 1
     assert run.exit_code == 0
     (failed_run,) = (failed_dir / "wandb").glob("offline-run-*")
-    failed = read_offline_run(failed_run)
+    failed = read_finished_run(failed_run)
     assert failed.exit_code == 1 and "boom" in failed.summary["error"]

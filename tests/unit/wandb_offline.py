@@ -95,3 +95,16 @@ def read_offline_run(run_dir: str | Path) -> OfflineRun:
         elif kind == "exit":
             run.exit_code = record.exit.exit_code
     return run
+
+
+def read_finished_run(run_dir: str | Path, timeout: float = 60.0) -> OfflineRun:
+    """:func:`read_offline_run` once the run's exit record is on disk: wandb's service process
+    may still be writing the file for a moment after ``finish()`` returns (seen under load)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        run = read_offline_run(run_dir)
+        if run.exit_code is not None or time.monotonic() > deadline:
+            return run
+        time.sleep(0.5)
