@@ -4,7 +4,9 @@ Ovadia et al. had GPT-4 write four questions per Wikipedia chunk, kept the two m
 checked them by hand. Here, for every knowledge-base document (chunk):
 
 1. an LLM (any :class:`~kfr.generation.backend.TextGenerator`: a local transformers model or an
-   OpenAI-compatible endpoint) is asked for ``per_chunk`` four-option questions as JSON;
+   OpenAI-compatible endpoint) is asked for ``per_chunk`` four-option questions as JSON: in one
+   request with instructions (``prompt_style="detailed"``, for capable models), or one question
+   per request as the completion of a worked example (``"simple"``, for small local models);
 2. every candidate is validated: a question, exactly four distinct non-empty options, one answer
    that names one of them (letter, index or the option's text), the answer supported by the chunk
    by a lexical check (its normalised text occurs in the chunk, or at least 75% of its content
@@ -70,6 +72,18 @@ Text:
 {text}
 \"\"\""""
 
+# For small local models, which rarely follow the instructions above: one question per request,
+# as the completion of a worked example (asked ``per_chunk`` times per chunk, different samples).
+# A model that copies the example is caught by the checks (its answer is not in the chunk).
+SIMPLE_PROMPT = """Text: "Mount Kenya is the highest mountain in Kenya. Its summit, Batian, is \
+5,199 metres high."
+Question as JSON: {{"question": "How high is Batian, the summit of Mount Kenya?", "options": \
+["4,985 metres", "5,199 metres", "5,895 metres", "3,500 metres"], "answer": "B"}}
+
+Text: "{text}"
+Question as JSON:"""
+PROMPT_STYLES = ("detailed", "simple")
+
 _WORD = re.compile(r"[a-z0-9]+")
 STOPWORDS = frozenset(
     (
@@ -129,8 +143,14 @@ class QuestionSpec:
     min_chunk_chars: int = 100  # shorter chunks are skipped: too little to ask about
     chunks_per_block: int = 16  # progress and seeds advance per block of chunks
     subject: str | None = None  # written into every question (per-subject accuracy)
+    prompt_style: str = "detailed"  # detailed: PROMPT (k per request) | simple: SIMPLE_PROMPT
 
     def __post_init__(self) -> None:
+        if self.prompt_style not in PROMPT_STYLES:
+            raise UserError(
+                f"must be one of {', '.join(PROMPT_STYLES)}, got '{self.prompt_style}'",
+                field="prompt_style",
+            )
         if self.per_chunk < 1:
             raise UserError(f"must be at least 1, got {self.per_chunk}", field="per_chunk")
         if not 1 <= self.keep <= self.per_chunk:
@@ -144,12 +164,12 @@ class QuestionSpec:
             raise UserError(f"must be at least 1, got {self.chunks_per_block}", field="block")
 
 
-def build_prompt(document: Document, spec: QuestionSpec) -> str:
-    return PROMPT.format(
-        k=spec.per_chunk,
-        title=document.title or document.id,
-        text=document.text[: spec.max_chunk_chars].strip(),
-    )
+def build_prompts(document: Document, spec: QuestionSpec) -> list[str]:
+    """The requests for one chunk: one for ``per_chunk`` questions, or ``per_chunk`` for one."""
+    text = document.text[: spec.max_chunk_chars].strip()
+    if spec.prompt_style == "simple":
+        return [SIMPLE_PROMPT.format(text=" ".join(text.split()))] * spec.per_chunk
+    return [PROMPT.format(k=spec.per_chunk, title=document.title or document.id, text=text)]
 
 
 # --------------------------------------------------------------------------- validation
@@ -309,6 +329,28 @@ def _candidates_from_json(value: Any) -> list[Any]:
     raise ValueError("no list of questions in the JSON")
 
 
+class _RecordingGenerator:
+    """Passes requests through and keeps replies with no JSON, for the rejects file."""
+
+    def __init__(self, inner, owner_of: dict[str, str], rejects: list[dict[str, Any]]) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.owner_of = owner_of  # prompt -> chunk id
+        self.rejects = rejects
+
+    def generate(self, prompts: Sequence[str], *, seed: int) -> list[str]:
+        from kfr.generation.structured import extract_json
+
+        replies = self.inner.generate(prompts, seed=seed)
+        for prompt, reply in zip(prompts, replies, strict=True):
+            try:
+                extract_json(reply)
+            except ValueError:
+                chunk_id = self.owner_of.get(prompt)
+                self.rejects.append({"chunk_id": chunk_id, "reason": "no_json", "raw": reply})
+        return replies
+
+
 def generate_questions(
     documents: Sequence[Document],
     generator,
@@ -337,11 +379,12 @@ def generate_questions(
     generation_s = 0.0
     for start in range(0, len(chunks), spec.chunks_per_block):
         block = chunks[start : start + spec.chunks_per_block]
-        prompts = [build_prompt(d, spec) for d in block]
+        owners = [d for d in block for _ in build_prompts(d, spec)]
+        prompts = [p for d in block for p in build_prompts(d, spec)]
 
-        def parse(i: int, value: Any, block: list[Document] = block) -> list[Candidate]:
+        def parse(i: int, value: Any, owners: list[Document] = owners) -> list[Candidate]:
             """Checked candidates of one reply; ValueError (ask again) if none passes."""
-            document = block[i]
+            document = owners[i]
             shown = document.text[: spec.max_chunk_chars]
             valid = []
             for raw in _candidates_from_json(value):
@@ -356,8 +399,9 @@ def generate_questions(
             return valid
 
         t0 = time.perf_counter()
+        owner_of = {p: d.id for p, d in zip(prompts, owners, strict=True)}
         answers, stats = generate_json(
-            generator,
+            _RecordingGenerator(generator, owner_of, rejects),
             prompts,
             parse,
             retries=spec.json_retries,
@@ -365,9 +409,12 @@ def generate_questions(
         )
         generation_s += time.perf_counter() - t0
         json_totals.update(stats.to_json())
-        for document, candidates in zip(block, answers, strict=True):
+        replies: dict[str, list[Candidate]] = defaultdict(list)
+        for document, candidates in zip(owners, answers, strict=True):
+            replies[document.id] += candidates or []
+        for document in block:
             kept: list[Candidate] = []
-            for candidate in candidates or []:
+            for candidate in replies[document.id]:
                 key = _normal(candidate.question)
                 if key in seen_questions:
                     reasons["duplicate_question"] += 1
@@ -505,6 +552,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--no-shuffle", action="store_true", help="keep the LLM's option order")
     parser.add_argument("--json-retries", type=int, default=d.json_retries)
+    parser.add_argument(
+        "--prompt-style",
+        choices=PROMPT_STYLES,
+        default=d.prompt_style,
+        help="detailed: instructions, per-chunk questions per request (strong models); "
+        "simple: one question per request after a worked example (small local models)",
+    )
     parser.add_argument("--max-chunk-chars", type=int, default=d.max_chunk_chars)
     parser.add_argument("--min-chunk-chars", type=int, default=d.min_chunk_chars)
     parser.add_argument(
@@ -517,7 +571,11 @@ def main(argv: list[str] | None = None) -> int:
         help="kfr model config for the leakage filter (default: the local generator's model, "
         "else smollm2_135m)",
     )
-    parser.add_argument("--rejects", type=Path, help="write rejected candidates here (.jsonl)")
+    parser.add_argument(
+        "--rejects",
+        type=Path,
+        help="write rejected candidates, and replies with no JSON, here (.jsonl) for inspection",
+    )
     parser.add_argument("--cache-dir", type=Path, help="kfr cache (models, endpoint replies)")
     parser.add_argument("--quiet", action="store_true")
     add_backend_arguments(parser, max_new_tokens=512, temperature=0.7)
@@ -545,6 +603,7 @@ def main(argv: list[str] | None = None) -> int:
             max_chunk_chars=args.max_chunk_chars,
             min_chunk_chars=args.min_chunk_chars,
             subject=subject,
+            prompt_style=args.prompt_style,
         )
         chosen = documents[: args.limit_chunks] if args.limit_chunks else documents
         cache_dir = args.cache_dir or _default_cache_dir()
@@ -595,7 +654,7 @@ def main(argv: list[str] | None = None) -> int:
             counts=result.counts,
             extra_files=extra,
             timings=result.timings,
-            prompt=PROMPT,
+            prompt=SIMPLE_PROMPT if spec.prompt_style == "simple" else PROMPT,
         )  # fmt: skip
     except UserError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
@@ -611,7 +670,7 @@ def main(argv: list[str] | None = None) -> int:
 def _summary(counts: dict[str, Any]) -> str:
     rejected = ", ".join(f"{n} {r}" for r, n in counts.get("rejected", {}).items() if n)
     failed = counts.get("json", {}).get("failed", 0)
-    return f"{counts.get('candidates', 0)} candidates; {failed} chunks without a usable reply" + (
+    return f"{counts.get('candidates', 0)} candidates; {failed} requests without a usable reply" + (
         f"; rejected: {rejected}" if rejected else ""
     )
 

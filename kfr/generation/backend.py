@@ -24,7 +24,11 @@ log = logging.getLogger(__name__)
 
 
 class TextGenerator(Protocol):
-    """Answers chat prompts with text; the same prompts and seed give the same answers."""
+    """Answers chat prompts with text; the same prompts and seed give the same answers.
+
+    ``prefill`` is optional: a backend that cannot start the answer itself may leave the
+    parameter out, and :func:`~kfr.generation.generate_json` passes it only when it is set.
+    """
 
     name: str
 

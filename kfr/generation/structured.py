@@ -63,8 +63,10 @@ def generate_json(
     for attempt in range(retries + 1):
         if not pending:
             break
+        # Passed only when set: generators that cannot start an answer (a chat API) omit it.
+        extra = {"prefill": prefill} if prefill else {}
         answers = generator.generate(
-            [prompts[i] for i in pending], seed=seed + 7919 * attempt, prefill=prefill
+            [prompts[i] for i in pending], seed=seed + 7919 * attempt, **extra
         )
         stats.attempts += len(pending)
         still = []

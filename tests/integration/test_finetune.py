@@ -68,7 +68,7 @@ def _cell(tmp_path, cache_dir, *overrides):
 @pytest.mark.integration
 def test_smollm2_lora_cell_trains_scores_and_reuses(tmp_path, cache_dir, smollm2):
     _write_data(tmp_path)
-    results = run_cell(_cell(tmp_path, cache_dir), tmp_path / "run1")
+    results = run_cell(_cell(tmp_path, cache_dir, "finetune=lora"), tmp_path / "run1")
     ft = results["finetune"]
     print(json.dumps(ft, indent=1))
     assert ft["mode"] == "lora" and ft["reused"] is False
@@ -78,7 +78,10 @@ def test_smollm2_lora_cell_trains_scores_and_reuses(tmp_path, cache_dir, smollm2
     rows = list(csv.DictReader((tmp_path / "run1" / "finetune" / "metrics.csv").open()))
     assert len(rows) == ft["steps"]
     # The cell with retrieval on top reuses the checkpoint (it does not train again).
-    again = run_cell(_cell(tmp_path, cache_dir, "method=ft_rag", "retriever.k=1"), tmp_path / "r2")
+    again = run_cell(
+        _cell(tmp_path, cache_dir, "finetune=lora", "method=ft_rag", "retriever.k=1"),
+        tmp_path / "r2",
+    )
     assert again["finetune"]["reused"] is True
     assert again["finetune"]["checkpoint"] == ft["checkpoint"]
 
@@ -92,7 +95,12 @@ gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA dev
 def test_bf16_mixed_training_on_a_gpu(tmp_path, cache_dir, mode):
     _write_data(tmp_path)
     cfg = _cell(
-        tmp_path, cache_dir, "trainer=gpu", f"finetune={mode}", "model=tiny_llama", "model.device=cuda"
+        tmp_path,
+        cache_dir,
+        "trainer=gpu",
+        f"finetune={mode}",
+        "model=tiny_llama",
+        "model.device=cuda",
     )
     results = run_cell(cfg, tmp_path / "run")
     ft = results["finetune"]
@@ -105,7 +113,12 @@ def test_bf16_mixed_training_on_a_gpu(tmp_path, cache_dir, mode):
 def test_qlora_with_cuda_kernels(tmp_path, cache_dir):
     _write_data(tmp_path)
     cfg = _cell(
-        tmp_path, cache_dir, "trainer=gpu", "finetune=qlora", "model=tiny_llama", "model.device=cuda"
+        tmp_path,
+        cache_dir,
+        "trainer=gpu",
+        "finetune=qlora",
+        "model=tiny_llama",
+        "model.device=cuda",
     )
     results = run_cell(cfg, tmp_path / "run")
     assert results["finetune"]["mode"] == "qlora" and results["finetune"]["steps"] > 0

@@ -217,7 +217,7 @@ def test_run_cell_reports_the_training_and_copies_its_log(ft_cache, tmp_path):
     )
     results = run_cell(cfg, tmp_path / "run")
     ft = results["finetune"]
-    assert ft["mode"] == "lora" and ft["reused"] is False and ft["steps"] > 0
+    assert ft["mode"] == "full" and ft["reused"] is False and ft["steps"] > 0  # the default
     for key in ("train_loss_first", "train_loss_last", "tokens", "tokens_per_s", "wall_s"):
         assert ft[key] is not None
     assert ft["paraphrases"]["requested_per_document"] == 0

@@ -19,6 +19,7 @@ from kfr.data.question_generation import (
 )
 from kfr.data.readers import read_questions, write_knowledge_base_jsonl
 from kfr.data.schema import Document
+from kfr.errors import UserError
 from kfr.generation.backend import SamplingSettings
 from kfr.generation.openai_compat import OpenAICompatGenerator
 from kfr.http import HttpClient, HttpError, HttpPolicy
@@ -149,6 +150,23 @@ def test_option_shuffling_moves_answers_off_the_first_position():
     assert all(q.choices[q.answer].startswith("copper") for q in result.questions)
 
 
+def test_simple_prompt_style_asks_one_question_per_request():
+    one_each = {
+        "Velorin": [json.dumps(GOOD_D1[0]), json.dumps(GOOD_D1[2])],
+        "Thalasta": ["no"],
+    }
+    generator = Scripted(one_each)
+    spec = QuestionSpec(per_chunk=2, keep=2, prompt_style="simple", json_retries=0)
+    result = generate_questions(DOCS, generator, spec)
+    assert result.counts["json"]["prompts"] == 4 and generator.calls == 1
+    assert sorted(q.question for q in result.questions) == [
+        "In what year was Velorin Quastebrook born?",
+        "In which city was Velorin Quastebrook born?",
+    ]
+    with pytest.raises(UserError, match="prompt_style"):
+        QuestionSpec(prompt_style="fancy")
+
+
 def _chat(content: str) -> dict:
     return {"id": "x", "object": "chat.completion",
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
@@ -199,7 +217,7 @@ def test_openai_client_gives_up_with_a_clear_error(endpoint):
     with pytest.raises(HttpError, match=r"HTTP 503.*gave up after 2 attempts"):
         generator.generate(["x"], seed=0)
     endpoint.script("/v1/chat/completions", (401, {"error": {"message": "bad key"}}, {}))
-    with pytest.raises(HttpError, match="HTTP 401.*bad key"):
+    with pytest.raises(HttpError, match=r"HTTP 401.*bad key"):
         generator.generate(["x"], seed=0)
 
 
@@ -234,7 +252,9 @@ def test_kfr_questions_with_an_openai_compatible_endpoint(endpoint, tmp_path, ca
     assert set(card["sha256"]) == {"questions.jsonl", "rejects.jsonl"}
     assert card["settings"]["keep"] == 2 and card["settings"]["per_chunk"] == 4
     rejects = [json.loads(line) for line in (tmp_path / "q" / "rejects.jsonl").open()]
-    assert {r["reason"] for r in rejects} == {"not_specific", "not_kept"}
+    assert {r["reason"] for r in rejects} == {"not_specific", "not_kept", "no_json"}
+    assert {r["raw"] for r in rejects if r["reason"] == "no_json"} == {"not json at all"}
+    assert {r["chunk_id"] for r in rejects if r["reason"] == "no_json"} == {"d2"}
 
 
 def test_kfr_questions_bad_input_is_one_line(tmp_path, capsys):
@@ -263,5 +283,5 @@ def test_kfr_questions_runs_the_local_backend(tmp_path, capsys, cache_dir):
     )  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and "no question passed the checks" in err
-    assert "2 chunks without a usable reply" in err
+    assert "2 requests without a usable reply" in err
     assert not (tmp_path / "q.jsonl").exists()
