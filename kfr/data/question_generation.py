@@ -626,6 +626,8 @@ def main(argv: list[str] | None = None) -> int:
                 name = args.leakage_model or "smollm2_135m"
                 lm = load_model(model_config_by_name(name), cache_dir)
             result = drop_known_without_context(result, lm)
+        if args.rejects:  # written even when nothing passes: it is how one finds out why
+            atomic_write_jsonl(args.rejects, result.rejects)
         if not result.questions:
             raise UserError(
                 f"no question passed the checks ({_summary(result.counts)}); nothing written. "
@@ -635,7 +637,6 @@ def main(argv: list[str] | None = None) -> int:
         write_questions_jsonl(args.out, result.questions)
         extra = []
         if args.rejects:
-            atomic_write_jsonl(args.rejects, result.rejects)
             extra.append(args.rejects)
         write_card(
             args.out,
