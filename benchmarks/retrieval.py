@@ -36,7 +36,11 @@ import faiss
 import numpy as np
 
 from kfr.retrieval.chunking import Chunk
-from kfr.retrieval.faiss_index import apply_search_params, build_index, search_params
+from kfr.retrieval.faiss_index import (
+    apply_search_params,
+    build_index,
+    search_params,
+)
 from kfr.retrieval.retrieve import search_hits
 
 DIM = 384  # all-MiniLM-L6-v2's embedding width
@@ -115,7 +119,7 @@ def bench_index(
     started = time.perf_counter()
     index, _ = build_index(vectors, spec)
     build_s = time.perf_counter() - started
-    params = search_params(index, None, 128)  # kfr's defaults (retriever.nprobe/ef_search)
+    params = search_params(index, None, None)  # kfr's defaults (retriever.nprobe/ef_search)
     apply_search_params(index, params, on_gpu=False)
     ids = [f"q{i}" for i in range(len(queries))]
     faiss_s = kfr_s = math.inf

@@ -60,23 +60,26 @@ def is_hnsw(index: faiss.Index) -> bool:
 
 
 def default_nprobe(nlist: int) -> int:
-    # A sixteenth of the lists (at least 16): recall@10 >= 0.95 on clustered data of 100k-1M
-    # vectors with nlist ~ 4 sqrt(N), at a small fraction of Flat's cost.
+    # A sixteenth of the lists (at least 16): recall@10 >= 0.95 at 100k vectors with
+    # nlist ~ 4 sqrt(N) (benchmarks/retrieval.py); diffuse corpora of 1M need more (set nprobe).
     return min(nlist, max(16, nlist // 16))
 
 
-def search_params(index: faiss.Index, nprobe: int | None, ef_search: int) -> dict[str, int]:
-    """The search parameters that apply to this (CPU) index's type."""
+DEFAULT_EF_SEARCH = 128
+
+
+def search_params(index: faiss.Index, nprobe: int | None, ef_search: int | None) -> dict[str, int]:
+    """The search parameters that apply to this (CPU) index's type; null = the default."""
     params = {}
     nlist = ivf_lists(index)
     if nlist is not None:
         if nprobe is not None and nprobe < 1:
             raise UserError(f"must be at least 1, got {nprobe}", field="retriever.nprobe")
-        params["nprobe"] = min(nlist, nprobe) if nprobe is not None else default_nprobe(nlist)
+        params["nprobe"] = min(nlist, nprobe or default_nprobe(nlist))
     if is_hnsw(index):
-        if ef_search < 1:
+        if ef_search is not None and ef_search < 1:
             raise UserError(f"must be at least 1, got {ef_search}", field="retriever.ef_search")
-        params["efSearch"] = ef_search
+        params["efSearch"] = ef_search or DEFAULT_EF_SEARCH
     return params
 
 

@@ -75,7 +75,7 @@ def test_approximate_indices_keep_recall_with_default_search_params(clustered, s
     _, exact = search(build_index(vectors, "Flat")[0], queries, 10)
     index, report = build_index(vectors, spec)
     assert report.trained == ("IVF" in spec)
-    apply_search_params(index, search_params(index, None, 128), on_gpu=False)
+    apply_search_params(index, search_params(index, None, None), on_gpu=False)
     _, found = search(index, queries, 10)
     assert _recall(found, exact) >= floor
 
@@ -89,14 +89,16 @@ def test_embeddings_can_be_a_memory_map(tmp_path, clustered):
 
 
 def test_search_params_follow_the_index_type():
-    assert search_params(new_index(DIM, "Flat"), None, 128) == {}
-    assert search_params(new_index(DIM, "HNSW32"), None, 77) == {"efSearch": 77}
+    assert search_params(new_index(DIM, "Flat"), None, None) == {}
+    hnsw = new_index(DIM, "HNSW32")
+    assert search_params(hnsw, None, 77) == {"efSearch": 77}
+    assert search_params(hnsw, None, None) == {"efSearch": 128}
     ivf = new_index(DIM, "IVF1024,Flat")
-    assert search_params(ivf, None, 128) == {"nprobe": default_nprobe(1024)} == {"nprobe": 64}
-    assert search_params(ivf, 5000, 128) == {"nprobe": 1024}  # never more than the lists
+    assert search_params(ivf, None, None) == {"nprobe": default_nprobe(1024)} == {"nprobe": 64}
+    assert search_params(ivf, 5000, None) == {"nprobe": 1024}  # never more than the lists
     assert default_nprobe(8) == 8 and default_nprobe(100) == 16
     with pytest.raises(UserError, match=r"retriever\.nprobe"):
-        search_params(ivf, 0, 128)
+        search_params(ivf, 0, None)
 
 
 def test_k_larger_than_the_index_pads_with_minus_one(clustered):
@@ -141,7 +143,7 @@ def test_gpu_build_saves_a_cpu_index_with_the_same_answers(clustered, spec, tmp_
     assert gpu_report.device == ("cpu" if spec == "HNSW32" else "gpu:0")  # no GPU HNSW
     faiss_index.faiss.write_index(gpu_built, str(tmp_path / "i.faiss"))  # a CPU index
     loaded = faiss_index.faiss.read_index(str(tmp_path / "i.faiss"))
-    params = search_params(loaded, None, 128)
+    params = search_params(loaded, None, None)
     apply_search_params(loaded, params, on_gpu=False)
     on_gpu = faiss_index.to_gpus(loaded, [0])
     if on_gpu is not None:
