@@ -14,8 +14,10 @@ checked them by hand. Here, for every knowledge-base document (chunk):
    with no JSON or no valid question is asked again (``json_retries``, new seed), then the chunk
    is counted as failed: a long run never stops for a bad reply;
 3. duplicates (same normalised question text anywhere in the set) are dropped;
-4. the ``keep`` most *specific* are kept (below), if their specificity is above
-   ``min_specificity``;
+4. questions whose words mostly do not come from their chunk (``support`` below
+   ``min_support``, see below) are dropped as not grounded: they are about something else (a
+   small model copying the prompt's example, a question about the world at large); of the rest,
+   the ``keep`` most *specific* are kept, if their specificity is above ``min_specificity``;
 5. options are shuffled with a generator seeded by the question id (LLMs favour putting the
    answer first), and the question is written with ``source_ids = [chunk id]``;
 6. optionally (``leakage_filter``), questions a base model answers correctly without any context
@@ -110,6 +112,7 @@ REJECT_REASONS = (
     "unsupported_answer",  # the chunk does not contain the answer (lexical check)
     "answer_in_question",  # the question gives its answer away
     "duplicate_question",  # the same question was already generated
+    "not_grounded",  # support in its own chunk < min_support
     "not_specific",  # specificity <= min_specificity
     "not_kept",  # valid, but not among the chunk's `keep` most specific
     "known_without_context",  # the leakage filter's model answered it correctly
@@ -136,6 +139,7 @@ class QuestionSpec:
     per_chunk: int = 4  # questions asked of the LLM per chunk (the paper: 4)
     keep: int = 2  # most specific kept per chunk (the paper: 2)
     min_specificity: float = 0.0
+    min_support: float = 0.4  # share of the question's word weight found in its own chunk
     shuffle: bool = True  # reorder options, seeded by question id
     seed: int = 0
     json_retries: int = 2  # asks again when a reply holds no usable question
@@ -182,6 +186,7 @@ class Candidate:
     choices: tuple[str, ...]
     answer: int
     specificity: float = 0.0
+    support: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -285,10 +290,11 @@ class SpecificityIndex:
     def idf(self, word: str) -> float:
         return math.log((1 + self.n) / (1 + len(self.postings.get(word, ())))) + 1.0
 
-    def specificity(self, candidate: Candidate) -> float:
+    def scores(self, candidate: Candidate) -> tuple[float, float]:
+        """(support in its own chunk, specificity); see the module docstring."""
         terms = content_words(candidate.question + " " + candidate.choices[candidate.answer])
         if not terms:
-            return -1.0
+            return 0.0, -1.0
         weights = {t: self.idf(t) for t in terms}
         total = sum(weights.values())
         overlap: Counter = Counter()
@@ -297,7 +303,10 @@ class SpecificityIndex:
                 overlap[doc_id] += weight
         own = overlap.pop(candidate.chunk_id, 0.0) / total
         best_other = max(overlap.values(), default=0.0) / total
-        return own - best_other
+        return own, own - best_other
+
+    def specificity(self, candidate: Candidate) -> float:
+        return self.scores(candidate)[1]
 
 
 # --------------------------------------------------------------------------- generation
@@ -424,7 +433,8 @@ def generate_questions(
                     )  # fmt: skip
                     continue
                 seen_questions.add(key)
-                candidate.specificity = round(index.specificity(candidate), 4)
+                support, specificity = index.scores(candidate)
+                candidate.support, candidate.specificity = round(support, 4), round(specificity, 4)
                 kept.append(candidate)
             per_chunk[document.id] = kept
         done = min(start + spec.chunks_per_block, len(chunks))
@@ -438,7 +448,9 @@ def generate_questions(
         )
         position = 0
         for _, candidate in ranked:
-            if candidate.specificity <= spec.min_specificity:
+            if candidate.support < spec.min_support:
+                reason = "not_grounded"
+            elif candidate.specificity <= spec.min_specificity:
                 reason = "not_specific"
             elif position >= spec.keep:
                 reason = "not_kept"
@@ -547,6 +559,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-chunk", type=int, default=d.per_chunk, help="asked per chunk")
     parser.add_argument("--keep", type=int, default=d.keep, help="most specific kept per chunk")
     parser.add_argument("--min-specificity", type=float, default=d.min_specificity)
+    parser.add_argument(
+        "--min-support",
+        type=float,
+        default=d.min_support,
+        help="least share of a question's (IDF-weighted) words found in its own chunk",
+    )
     parser.add_argument("--limit-chunks", type=int, help="use only the first N chunks")
     parser.add_argument("--subject", help="subject of every question (default: the KB's topic)")
     parser.add_argument("--seed", type=int, default=d.seed)
@@ -597,6 +615,7 @@ def main(argv: list[str] | None = None) -> int:
             per_chunk=args.per_chunk,
             keep=args.keep,
             min_specificity=args.min_specificity,
+            min_support=args.min_support,
             shuffle=not args.no_shuffle,
             seed=args.seed,
             json_retries=args.json_retries,

@@ -43,7 +43,7 @@ GOOD_D1 = [
     _q("Which company employed Velorin Quastebrook?",
        ["A. Harrowgate Optics", "B. Sundrake Ferries", "C. Quellmark", "D. Yarrowby Mills"], 0),
     _q("In what year was Velorin Quastebrook born?", ["1931", "1950", "1902", "1977"], "1931"),
-    # Supported by d1, but its words point at d2: not specific to d1.
+    # Supported by d1, but its words point at d2: not grounded in d1.
     _q("Which foundation did the oboe player from Brimsalt join?",
        ["Harrowgate Optics", "Sundrake Ferries", "Quellmark", "Yarrowby Mills"], "A"),
 ]  # fmt: skip
@@ -104,6 +104,12 @@ def test_specificity_prefers_questions_grounded_in_their_own_chunk():
     assert index.specificity(specific) > 0.5
     assert index.specificity(shared) < index.specificity(specific)
     assert index.specificity(confused) < 0  # its words are in the other chunk
+    # A question about something else that happens to end on a fact of the chunk.
+    copied = Candidate(
+        "d1", "How high is the summit of Mount Kenya, the highest in the world?", ("1931",), 0
+    )
+    support, _ = index.scores(copied)
+    assert support < QuestionSpec().min_support <= index.scores(specific)[0]
 
 
 def test_generation_keeps_the_most_specific_valid_questions_and_counts_the_rest():
@@ -126,7 +132,7 @@ def test_generation_keeps_the_most_specific_valid_questions_and_counts_the_rest(
     assert counts["json"] == {
         "prompts": 2, "attempts": 4, "invalid_json": 1, "invalid_content": 2, "failed": 1,
     }  # fmt: skip
-    assert counts["rejected"]["not_specific"] == 1 and counts["rejected"]["not_kept"] == 1
+    assert counts["rejected"]["not_grounded"] == 1 and counts["rejected"]["not_kept"] == 1
     assert counts["rejected"]["duplicate_choices"] == 2
     assert counts["rejected"]["unsupported_answer"] == 2
     assert counts["questions"] == 2 and counts["chunks_with_questions"] == 1
@@ -252,7 +258,7 @@ def test_kfr_questions_with_an_openai_compatible_endpoint(endpoint, tmp_path, ca
     assert set(card["sha256"]) == {"questions.jsonl", "rejects.jsonl"}
     assert card["settings"]["keep"] == 2 and card["settings"]["per_chunk"] == 4
     rejects = [json.loads(line) for line in (tmp_path / "q" / "rejects.jsonl").open()]
-    assert {r["reason"] for r in rejects} == {"not_specific", "not_kept", "no_json"}
+    assert {r["reason"] for r in rejects} == {"not_grounded", "not_kept", "no_json"}
     assert {r["raw"] for r in rejects if r["reason"] == "no_json"} == {"not json at all"}
     assert {r["chunk_id"] for r in rejects if r["reason"] == "no_json"} == {"d2"}
 
