@@ -180,7 +180,7 @@ def test_a_failed_training_leaves_no_checkpoint(ft_cache, monkeypatch):
         (["finetune=qlora", "trainer.strategy=fsdp"], r"field 'trainer\.strategy'.*FSDP"),
         (["finetune.batch_size=6", "trainer.micro_batch_size=4"], "micro_batch_size"),
         (["finetune.lr=0"], r"finetune\.lr"),
-        (["finetune.lora.target_modules=[]"], "target_modules"),
+        (["finetune=lora", "finetune.lora.target_modules=[]"], "target_modules"),
     ],
 )
 def test_impossible_settings_are_rejected_before_loading(overrides, fragment, tmp_path):
@@ -198,7 +198,7 @@ def test_qlora_without_bitsandbytes_says_how_to_install_it(monkeypatch, tmp_path
 
 
 def test_unknown_lora_layers_name_the_ones_that_exist(ft_cache):
-    cfg = ft_config("finetune.lora.target_modules=[qkv]", cache=str(ft_cache))
+    cfg = ft_config("finetune=lora", "finetune.lora.target_modules=[qkv]", cache=str(ft_cache))
     with pytest.raises(UserError, match=r"target_modules.*q_proj"):
         trainable_model(cfg, ft_cache)
 
