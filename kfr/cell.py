@@ -123,8 +123,11 @@ def run_cell(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     finetuned = None
     if cfg.method.finetune:  # imported here: base and rag cells do not load Lightning
         from kfr.finetune import finetuned_model
+        from kfr.tracking import lightning_loggers
 
-        finetuned = finetuned_model(cfg, data, cache_dir)  # trained once per key, then reused
+        # Training curves go into this cell's W&B run when there is one (kfr.sweeps.task opens
+        # it); the checkpoint is trained once per key, then reused.
+        finetuned = finetuned_model(cfg, data, cache_dir, loggers=lightning_loggers(cfg))
     lm = finetuned.lm if finetuned is not None else load_model(cfg.model, cache_dir)
     # Retrieved chunks must fit the model's context: counted with its tokenizer.
     requests = build() if retrieval is None else retrieval.fit(build, lm.tokenizer, lm.max_length)

@@ -241,3 +241,34 @@ def test_cli_rejects_16_bit_training_on_the_cpu_with_exit_code_2(tmp_path):
     assert done.returncode == 2, done.stderr
     assert "trainer.precision" in done.stderr and "needs a GPU" in done.stderr
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("results.json"))
+
+
+@pytest.mark.integration  # wandb's service process: ~15 s
+def test_training_curves_go_into_the_cells_wandb_run(ft_cache, tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    from kfr.cell import run_cell
+    from kfr.data.readers import write_knowledge_base_jsonl, write_questions_jsonl
+    from kfr.tracking import open_tracker
+    from tests.unit.wandb_offline import read_finished_run
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    write_knowledge_base_jsonl(tmp_path / "kb.jsonl", DOCUMENTS)
+    write_questions_jsonl(tmp_path / "q.jsonl", QUESTIONS)
+    cfg = ft_config(
+        "logger=wandb",
+        "data=custom",
+        f"data.questions={tmp_path / 'q.jsonl'}",
+        f"data.knowledge={tmp_path / 'kb.jsonl'}",
+        cache=str(ft_cache),
+    )
+    run_dir = tmp_path / "run"
+    with open_tracker(cfg, run_dir) as tracker:
+        results = run_cell(cfg, run_dir)
+        tracker.log_results(results, run_dir)
+    (offline,) = (run_dir / "wandb").glob("offline-run-*")
+    run = read_finished_run(offline)
+    losses = [row["train/loss"] for row in run.history if "train/loss" in row]
+    assert len(losses) == results["finetune"]["steps"]  # one point per optimizer step
+    assert all(math.isfinite(x) for x in losses)
+    assert run.summary["acc"] == results["metrics"]["acc"] and run.exit_code == 0
