@@ -153,6 +153,10 @@ class TrainerConfig:
     micro_batch_size: int = 4
     log_every_n_steps: int = 1  # optimizer steps between loss / learning-rate log rows
     progress_bar: bool = True
+    # Minutes of training between resumable checkpoints (weights being trained + optimizer and
+    # loop state) beside the cached model: a preempted or timed-out job that is requeued goes on
+    # from the latest one. 0 = none (a requeued job trains again from the start).
+    checkpoint_every_min: float = 30.0
 
 
 class FinetuneMode(str, Enum):
@@ -355,7 +359,7 @@ def _prune_training_settings(container: dict[str, Any]) -> None:
         for key in ("trainer", "finetune", "augment"):
             container.pop(key, None)
         return
-    for key in ("progress_bar", "log_every_n_steps"):
+    for key in ("progress_bar", "log_every_n_steps", "checkpoint_every_min"):
         container["trainer"].pop(key, None)
     augment = container["augment"]
     if augment["paraphrases"] == 0:

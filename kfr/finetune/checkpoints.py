@@ -9,6 +9,10 @@ and a crash mid-training leaves nothing that looks finished.
 Distributed training (trainer=ddp/fsdp) starts one process per device, each running the cell:
 global rank 0 builds the checkpoint under the lock; the other ranks train beside it in a scratch
 directory (they must join every collective step) and then exit, leaving scoring to rank 0.
+
+A job killed mid-training (SLURM preemption or timeout, then requeued by submitit) leaves
+``<name>.resume/last.ckpt`` (written every ``trainer.checkpoint_every_min`` minutes); the next
+job to build the same key continues from it, and the folder is removed once the model is saved.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -62,6 +67,11 @@ def checkpoint_dir(cfg: DictConfig, cache_dir: str | Path, key: str) -> Path:
     return Path(cache_dir) / "finetuned" / f"{cfg.model.name}-{mode}-{key}"
 
 
+def resume_checkpoint_dir(target: Path) -> Path:
+    """Where training towards ``target`` keeps its resumable checkpoint until it finishes."""
+    return target.with_name(target.name + ".resume")
+
+
 def finetuned_model(
     cfg: DictConfig,
     data: EvalData,
@@ -75,10 +85,13 @@ def finetuned_model(
     texts = training_texts(cfg, data, cache_dir, generator=generator)
     key = training_key(cfg, texts.texts)
     target = checkpoint_dir(cfg, cache_dir, key)
+    resume_dir = resume_checkpoint_dir(target)
     rank = secondary_rank()
     if rank and not (target / READY_MARKER).exists():
         with tempfile.TemporaryDirectory(prefix=f"kfr-rank{rank}-") as scratch:
-            train(cfg, texts.texts, cache_dir, Path(scratch), loggers=loggers)
+            train(
+                cfg, texts.texts, cache_dir, Path(scratch), loggers=loggers, resume_dir=resume_dir
+            )
         log.info("Rank %d: training done; rank 0 saves and scores", rank)
         raise SystemExit(0)
     if rank:
@@ -88,12 +101,15 @@ def finetuned_model(
 
     def build(out_dir: Path) -> None:
         nonlocal trained_here
-        summary = train(cfg, texts.texts, cache_dir, out_dir, loggers=loggers)
+        summary = train(
+            cfg, texts.texts, cache_dir, out_dir, loggers=loggers, resume_dir=resume_dir
+        )
         summary.update(key=key, paraphrases=texts.stats)
         atomic_write_json(out_dir / SUMMARY_FILE, summary)
         trained_here = True
 
     build_directory_once(target, build)
+    shutil.rmtree(resume_dir, ignore_errors=True)  # finished: nothing left to resume
     summary = json.loads((target / SUMMARY_FILE).read_text(encoding="utf-8"))
     summary.update(checkpoint=str(target), reused=not trained_here)
     if not trained_here:

@@ -14,6 +14,7 @@ packs the same blocks and Lightning's distributed sampler gives each rank its sh
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from collections.abc import Sequence
@@ -124,6 +125,44 @@ class PackedKnowledgeData(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        blocks = self.blocks(epoch)
+        if self.trainer is not None and self.trainer.world_size > 1:
+            blocks = rank_share(blocks, self.trainer.global_rank, self.trainer.world_size)
         # The blocks are already in a fresh random order: a sequential sampler keeps ranks and
-        # repeated runs in step (Lightning swaps in a DistributedSampler under DDP/FSDP).
-        return DataLoader(_Blocks(self.blocks(epoch)), batch_size=self.batch_size, shuffle=False)
+        # repeated runs in step.
+        loader = _ResumableLoader(_Blocks(blocks), batch_size=self.batch_size, shuffle=False)
+        loader.skip = self._batches_done_before_restart(len(loader))
+        return loader
+
+    def _batches_done_before_restart(self, n_batches: int) -> int:
+        """Batches of this epoch trained before the checkpoint being resumed from, else 0.
+
+        Lightning restores its loop counters before it asks for the dataloader and then runs
+        only the epoch's remaining batches; without skipping, those would be the epoch's first
+        blocks again (seen twice) and its last ones never.
+        """
+        loop = getattr(self.trainer, "fit_loop", None)
+        if loop is None or not loop.restarting:
+            return 0
+        done = loop.epoch_loop.batch_progress.current.processed
+        return done if 0 < done < n_batches else 0
+
+
+def rank_share(blocks: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """Rank ``rank``'s blocks under data parallelism: every ``world_size``-th block, the list
+    first wrapped around to a multiple of ``world_size`` so that every rank gets as many (what
+    torch's DistributedSampler does; kfr shards itself, see kfr.finetune.train)."""
+    total = -(-blocks.shape[0] // world_size) * world_size
+    indices = [i % blocks.shape[0] for i in range(total)]
+    return blocks[indices[rank::world_size]]
+
+
+class _ResumableLoader(DataLoader):
+    """A DataLoader whose next iteration starts ``skip`` batches in (then it resets): the same
+    length, so Lightning's batch counts and learning-rate schedule are unchanged."""
+
+    skip = 0
+
+    def __iter__(self):
+        skip, self.skip = self.skip, 0
+        return itertools.islice(super().__iter__(), skip, None)

@@ -92,6 +92,7 @@ def check_finetune_settings(cfg: DictConfig) -> None:
         _positive(ft[name], f"finetune.{name}")
     _positive(trainer.micro_batch_size, "trainer.micro_batch_size")
     _positive(ft.weight_decay, "finetune.weight_decay", allow_zero=True)
+    _positive(trainer.checkpoint_every_min, "trainer.checkpoint_every_min", allow_zero=True)
     if not 0 <= ft.warmup_ratio < 1:
         raise UserError(f"must be in [0, 1), got {ft.warmup_ratio}", field="finetune.warmup_ratio")
     if mode != FinetuneMode.full:

@@ -5,6 +5,9 @@ decay on matrices only, linear warmup then cosine / linear decay or a constant r
 optimizer step. Gradient accumulation and clipping are the Trainer's (``accumulate_grad_batches``,
 ``gradient_clip_val``). The loss logged is the mean over the micro-batches of one optimizer step,
 so a log row is one optimizer step whatever the accumulation.
+
+Resumable checkpoints (kfr.finetune.train) hold only the parameters being trained: a LoRA
+checkpoint is the adapter plus optimizer state, not a copy of the frozen (or 4-bit) base model.
 """
 
 from __future__ import annotations
@@ -49,6 +52,39 @@ class CausalLMModule(pl.LightningModule):
         self.warmup_ratio = warmup_ratio
         self.step_losses: list[float] = []  # mean training loss of every optimizer step
         self._pending: list[torch.Tensor] = []
+        self.resumed_from_step: int | None = None  # global step of the checkpoint resumed from
+        self._restored_rng: dict | None = None
+        # Every name of every trained tensor (tied weights, e.g. lm_head = embeddings, too).
+        named = list(model.named_parameters(remove_duplicate=False))
+        self._trained = {f"model.{n}" for n, p in named if p.requires_grad}
+        if len(self._trained) < len(named):
+            self.strict_loading = False  # the frozen weights are not in the checkpoint
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint["state_dict"]
+        checkpoint["state_dict"] = {k: v for k, v in state.items() if k in self._trained}
+        # Random state too (LoRA dropout): a resumed run then draws what the uninterrupted
+        # one would have.
+        checkpoint["kfr_rng"] = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["kfr_rng"]["cuda"] = torch.cuda.get_rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.resumed_from_step = int(checkpoint.get("global_step", 0))
+        missing = self._trained - set(checkpoint["state_dict"])
+        if missing:  # a checkpoint of other settings: never resume half the weights
+            raise RuntimeError(f"resume checkpoint lacks trained weights, e.g. {min(missing)}")
+        # Set at the first batch, after Lightning has made the data iterator (which draws a
+        # seed): then the first step draws what it drew in the uninterrupted run.
+        self._restored_rng = checkpoint.get("kfr_rng")
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        rng, self._restored_rng = self._restored_rng, None
+        if rng is None:
+            return
+        torch.set_rng_state(rng["cpu"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state(rng["cuda"])
 
     def forward(self, input_ids: torch.Tensor):
         return self.model(input_ids=input_ids, labels=input_ids, use_cache=False)

@@ -4,20 +4,29 @@ Writes into ``out_dir`` the adapter (``adapter/``) or the full model (``model/``
 training log (``logs/metrics.csv``: loss and learning rate per optimizer step); returns the
 numbers results report. ``loggers`` adds Lightning loggers (W&B, ...) beside the CSV one and
 ``callbacks`` Lightning callbacks (benchmarks time steps with one).
+
+Requeued jobs: with ``resume_dir``, a Lightning checkpoint (``last.ckpt``: the weights being
+trained, optimizer, scheduler and loop state) is written there every
+``trainer.checkpoint_every_min`` minutes, atomically; a later call with the same ``resume_dir``
+continues from it, mid-epoch included (the packed data skips the blocks already seen), so a
+preempted SLURM job loses at most that many minutes of training.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 import warnings
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig
 
 from kfr.config import FinetuneMode
@@ -34,6 +43,46 @@ log = logging.getLogger(__name__)
 
 LOG_DIR = "logs"
 METRICS_FILE = "metrics.csv"
+RESUME_FILE = "last.ckpt"  # ModelCheckpoint's name for its save_last checkpoint
+
+
+class _AtomicCheckpointIO(TorchCheckpointIO):
+    """Write each checkpoint beside its target and rename it into place: a job killed while
+    saving leaves the previous checkpoint whole, never a truncated one."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        partial = f"{path}.partial"
+        super().save_checkpoint(checkpoint, partial, storage_options)
+        os.replace(partial, path)
+
+
+class _StepCheckpoint(ModelCheckpoint):
+    """Saves only right after an optimizer step: mid-accumulation, the gradients gathered so far
+    are not in a checkpoint, so resuming from there would take a step on part of a batch."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        stepped = (batch_idx + 1) % trainer.accumulate_grad_batches == 0 or (
+            batch_idx + 1 == trainer.num_training_batches
+        )
+        if stepped:
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+
+def _resume_callbacks(
+    cfg: DictConfig, resume_dir: Path | None
+) -> tuple[list[Callback], Path | None]:
+    """The periodic checkpoint callback (if any) and the checkpoint to resume from (if any)."""
+    minutes = float(cfg.trainer.checkpoint_every_min)
+    if resume_dir is None or minutes <= 0:
+        return [], None
+    saver = _StepCheckpoint(
+        dirpath=resume_dir,
+        save_top_k=0,  # no "best" checkpoints: only last.ckpt, overwritten
+        save_last=True,
+        train_time_interval=timedelta(minutes=minutes),
+    )
+    last = resume_dir / RESUME_FILE
+    return [saver], last if last.is_file() else None
 
 
 def _strategy(cfg: DictConfig, model) -> Any:
@@ -66,6 +115,7 @@ def build_trainer(
     callbacks: Sequence[Callback] = (),
 ) -> pl.Trainer:
     trainer, ft = cfg.trainer, cfg.finetune
+    saves = any(isinstance(c, ModelCheckpoint) for c in callbacks)
     return pl.Trainer(
         accelerator=trainer.accelerator,
         devices=trainer.devices,
@@ -80,12 +130,16 @@ def build_trainer(
         callbacks=list(callbacks),
         log_every_n_steps=trainer.log_every_n_steps,
         enable_progress_bar=trainer.progress_bar,
-        # kfr saves the result itself (adapter or HF model); Lightning checkpoints would hold
-        # optimizer state too, several times the model's size.
-        enable_checkpointing=False,
+        # kfr saves the result itself (adapter or HF model). Lightning checkpoints, which hold
+        # the optimizer state too, are written only for resuming (the caller's ModelCheckpoint).
+        enable_checkpointing=saves,
+        plugins=[_AtomicCheckpointIO()] if saves else None,
         enable_model_summary=False,
         # A new packing order every epoch (PackedKnowledgeData.train_dataloader).
         reload_dataloaders_every_n_epochs=1,
+        # PackedKnowledgeData gives each rank its share itself: Lightning's DistributedSampler
+        # would rebuild the loader and lose the batches it skips when resuming mid-epoch.
+        use_distributed_sampler=False,
         num_sanity_val_steps=0,
         default_root_dir=out_dir,
     )
@@ -104,8 +158,13 @@ def train(
     *,
     loggers: Sequence[Logger] = (),
     callbacks: Sequence[Callback] = (),
+    resume_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune on ``texts``, save into ``out_dir`` (global rank 0) and return the summary."""
+    """Fine-tune on ``texts``, save into ``out_dir`` (global rank 0) and return the summary.
+
+    ``resume_dir``: where periodic resumable checkpoints go, and where an earlier, interrupted
+    call with the same settings left its last one (training continues from it).
+    """
     ft = cfg.finetune
     mode = FinetuneMode(ft.mode)
     micro, accumulate = micro_batch_and_accumulation(cfg)
@@ -121,8 +180,14 @@ def train(
         schedule=ft.schedule,
         warmup_ratio=ft.warmup_ratio,
     )
+    resume_callbacks, resume_from = _resume_callbacks(cfg, resume_dir)
     trainer = build_trainer(
-        cfg, out_dir, accumulate=accumulate, model=model, loggers=loggers, callbacks=callbacks
+        cfg,
+        out_dir,
+        accumulate=accumulate,
+        model=model,
+        loggers=loggers,
+        callbacks=[*callbacks, *resume_callbacks],
     )
     trainable, total = _count_parameters(model)
     log.info(
@@ -131,11 +196,15 @@ def train(
         mode.value, len(texts), data.n_tokens, data.n_blocks, ft.block_size, ft.epochs,
         ft.batch_size, micro, accumulate, world_size(cfg.trainer), trainable, total,
     )  # fmt: skip
+    if resume_from is not None:
+        log.info("Resuming the interrupted fine-tuning from %s", resume_from)
     started = time.perf_counter()
     with warnings.catch_warnings():
         # One process feeds pre-packed tensors: worker processes would only add start-up time.
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
-        trainer.fit(module, datamodule=data)
+        # PackedKnowledgeData skips the blocks seen before the checkpoint (see its docstring).
+        warnings.filterwarnings("ignore", ".*dataloader is not resumable.*")
+        trainer.fit(module, datamodule=data, ckpt_path=resume_from)
     wall = time.perf_counter() - started
     # FSDP holds shards: gather the full weights (every rank takes part) before rank 0 saves.
     state_dict = None
@@ -164,6 +233,7 @@ def train(
         "wall_s": round(wall, 2),
         "train_loss_first": round(losses[0], 4) if losses else None,
         "train_loss_last": round(losses[-1], 4) if losses else None,
+        "resumed_from_step": module.resumed_from_step,
         "trainable_parameters": trainable,
         "parameters": total,
         "log": f"{LOG_DIR}/{METRICS_FILE}",

@@ -80,3 +80,12 @@ def test_a_knowledge_base_smaller_than_one_block_is_a_user_error(tiny_lm):
         data.setup()
     with pytest.raises(UserError, match="no knowledge-base text"):
         PackedKnowledgeData([])
+
+
+def test_rank_shares_cover_every_block_and_are_equal_in_size():
+    from kfr.finetune.data import rank_share
+
+    blocks = torch.arange(7).unsqueeze(1)  # 7 blocks for 3 ranks: wrapped around to 9
+    shares = [rank_share(blocks, rank, 3).flatten().tolist() for rank in range(3)]
+    assert shares == [[0, 3, 6], [1, 4, 0], [2, 5, 1]]
+    assert rank_share(blocks, 0, 1).flatten().tolist() == list(range(7))

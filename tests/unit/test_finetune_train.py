@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 from omegaconf import OmegaConf
 
 from kfr.data.loading import EvalData
@@ -88,6 +89,69 @@ def test_full_fit_lowers_the_loss_and_saves_an_hf_checkpoint(ft_cache, tmp_path)
     assert {"train/loss", "train/lr"} <= set(rows[0])
     lrs = [float(r["train/lr"]) for r in rows]
     assert lrs[0] == pytest.approx(3e-3) and lrs[-1] < lrs[0]  # cosine decay
+
+
+class _Preempted(Exception):
+    """Stands in for the signal that ends a SLURM job mid-training."""
+
+
+class _PreemptAtStep(Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step >= self.step:
+            raise _Preempted
+
+
+def _trained_weights(out_dir, mode):
+    if mode == "full":
+        from safetensors.torch import load_file
+
+        return load_file(str(out_dir / "model" / "model.safetensors"))
+    from safetensors.torch import load_file
+
+    return load_file(str(out_dir / "adapter" / "adapter_model.safetensors"))
+
+
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_a_preempted_training_resumes_mid_epoch_to_the_same_weights(ft_cache, tmp_path, mode):
+    # 2 blocks per optimizer step (1 x 2 accumulated), several steps per epoch, 2 epochs; a
+    # resumable checkpoint after every step (checkpoint_every_min ~ 0).
+    cfg = ft_config(
+        f"finetune={mode}",
+        "finetune.batch_size=2",
+        "finetune.epochs=2",
+        "finetune.lr=3e-3",
+        "trainer.micro_batch_size=1",
+        "trainer.checkpoint_every_min=1e-9",
+        cache=str(ft_cache),
+    )
+    texts = [d.text for d in DOCUMENTS]
+    whole = train(cfg, texts, ft_cache, tmp_path / "whole")
+    steps_per_epoch = whole["steps"] // 2
+    assert steps_per_epoch >= 3 and whole["resumed_from_step"] is None
+    stop = steps_per_epoch + 2  # in the middle of the second epoch
+
+    resume_dir = tmp_path / "resume"
+    with pytest.raises(_Preempted):
+        train(
+            cfg, texts, ft_cache, tmp_path / "first", resume_dir=resume_dir,
+            callbacks=[_PreemptAtStep(stop)],
+        )  # fmt: skip
+    assert (resume_dir / "last.ckpt").is_file() and not list(resume_dir.glob("*.partial"))
+    resumed = train(cfg, texts, ft_cache, tmp_path / "second", resume_dir=resume_dir)
+    # The preemption hit before step `stop` was saved: the job goes on from the step before.
+    assert resumed["resumed_from_step"] == stop - 1 and resumed["steps"] == whole["steps"]
+    expected, got = (
+        _trained_weights(tmp_path / "whole", mode),
+        _trained_weights(tmp_path / "second", mode),
+    )
+    assert expected.keys() == got.keys()
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=0, atol=1e-6, msg=name)
+    # The loss of the resumed steps is the uninterrupted run's loss at the same steps.
+    assert resumed["train_loss_last"] == pytest.approx(whole["train_loss_last"], abs=1e-5)
 
 
 def test_lora_adapter_round_trip_gives_the_same_logits(ft_cache, tmp_path, cache_dir):
@@ -180,6 +244,7 @@ def test_a_failed_training_leaves_no_checkpoint(ft_cache, monkeypatch):
         (["finetune=qlora", "trainer.strategy=fsdp"], r"field 'trainer\.strategy'.*FSDP"),
         (["finetune.batch_size=6", "trainer.micro_batch_size=4"], "micro_batch_size"),
         (["finetune.lr=0"], r"finetune\.lr"),
+        (["trainer.checkpoint_every_min=-1"], r"trainer\.checkpoint_every_min"),
         (["finetune=lora", "finetune.lora.target_modules=[]"], "target_modules"),
     ],
 )
