@@ -13,21 +13,18 @@ exit code 1 if any cell failed.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import HydraException
 from omegaconf import DictConfig
-from omegaconf.errors import OmegaConfBaseException
 
 from kfr import config as _schema  # noqa: F401  (registers kfr_schema before composition)
 from kfr.cell import format_summary
-from kfr.errors import USER_ERROR_EXIT_CODE, UserError
+from kfr.console import exit_user_error, quiet_libraries, run_hydra_command
+from kfr.errors import UserError
 from kfr.sweeps.summary import failed_cells_of_last_sweep
 from kfr.sweeps.task import is_multirun, objective, run_sweep_cell, run_tracked_cell
 
@@ -35,17 +32,6 @@ log = logging.getLogger("kfr")
 
 # What Hydra writes into a run directory before the task starts.
 _HYDRA_OUTPUT_SUBDIR = ".hydra"
-
-
-def _quiet_libraries() -> None:
-    """Keep the console for kfr's own progress: no per-load bars or notices from transformers."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    # Retrieval's libraries announce every load at INFO (Hydra's root level).
-    for name in ("sentence_transformers", "faiss.loader"):
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _remove_hydra_leftovers(run_dir: Path, output_root: Path) -> None:
@@ -71,7 +57,7 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def _run(cfg: DictConfig) -> float:
-    _quiet_libraries()
+    quiet_libraries()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     if is_multirun():
         # Each job of a sweep records its own failure (failed.json) and returns a number: an
@@ -81,42 +67,14 @@ def _run(cfg: DictConfig) -> float:
         results, _reused = run_tracked_cell(cfg, run_dir)
     except UserError as err:
         _remove_hydra_leftovers(run_dir, Path(cfg.paths.output_root))
-        # SystemExit passes through Hydra's job runner, which would log every Exception.
-        _exit_user_error(err)
+        exit_user_error("kfr", err)
     print(format_summary(results))
     print(f"results: {run_dir / 'results.json'}")
     return objective(results, str(cfg.optimized_metric))
 
 
-def _config_error_message(err: BaseException) -> str:
-    lines = [line for line in str(err).splitlines() if line.strip()]
-    cause = err.__cause__
-    if cause is not None:
-        lines += [line for line in str(cause).splitlines() if line.strip()]
-    # OmegaConf appends "full_key: ...", "object_type=..." lines; keep what names the problem.
-    kept = [
-        line.strip()
-        for line in lines
-        if not line.strip().startswith(("object_type", "reference_type"))
-    ]
-    return " | ".join(dict.fromkeys(kept))
-
-
-def _exit_user_error(err: UserError) -> NoReturn:
-    print(f"kfr: error: {err}", file=sys.stderr)
-    sys.exit(USER_ERROR_EXIT_CODE)
-
-
 def main() -> None:
-    # Let exceptions reach this function instead of Hydra printing and exiting with code 1.
-    os.environ["HYDRA_FULL_ERROR"] = "1"
-    try:
-        _run()
-    except UserError as err:
-        _exit_user_error(err)
-    except (HydraException, OmegaConfBaseException) as err:
-        print(f"kfr: config error: {_config_error_message(err)}", file=sys.stderr)
-        sys.exit(USER_ERROR_EXIT_CODE)
+    run_hydra_command("kfr", _run)
     if failed_cells_of_last_sweep():
         # Every cell ran; the summary above names the ones that failed.
         sys.exit(1)

@@ -626,9 +626,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         chosen = documents[: args.limit_chunks] if args.limit_chunks else documents
         cache_dir = args.cache_dir or _default_cache_dir()
-        from kfr.cli import _quiet_libraries
+        from kfr.console import quiet_libraries
 
-        _quiet_libraries()  # no per-load progress bars from transformers
+        quiet_libraries()  # no per-load progress bars from transformers
         t0 = time.perf_counter()
         generator, backend = generator_from_args(
             args, cache_dir=cache_dir, reply_cache=Path(cache_dir) / "generation" / "replies"

@@ -177,12 +177,13 @@ def _file_paraphrases(path_spec: str | None, documents: Sequence[Document]) -> t
 
 
 def _generator_settings(gen: DictConfig) -> SamplingSettings:
-    return SamplingSettings(
+    settings = SamplingSettings(
         max_new_tokens=gen.max_new_tokens,
         temperature=gen.temperature,
         top_p=gen.top_p,
         batch_size=gen.batch_size,
     )
+    return settings.checked(lambda attr: f"augment.generator.{attr}")
 
 
 def llm_paraphrases(
@@ -202,7 +203,7 @@ def llm_paraphrases(
     key = content_digest(
         {
             "model": model_identity(gen.model, keep_dtype=True),
-            "sampling": _generator_settings(gen).__dict__,
+            "sampling": _generator_settings(gen).to_json(),
             "per_request": gen.per_request,
             "retries": gen.retries,
             "n": n,

@@ -11,13 +11,14 @@ state is left alone.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
 import torch
 
+from kfr.errors import UserError
 from kfr.models.loading import LoadedModel, load_model
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,23 @@ class SamplingSettings:
     temperature: float = 0.8  # 0 = greedy decoding
     top_p: float = 0.95
     batch_size: int = 8  # prompts per generate() call; part of what makes output repeatable
+
+    def checked(self, field_name: Callable[[str], str]) -> SamplingSettings:
+        """These settings, once values no generator takes are rejected; ``field_name(attr)``
+        is how the user spelled the setting (a flag, a config key) in the error."""
+        problems = {
+            "max_new_tokens": (self.max_new_tokens < 1, "must be at least 1"),
+            "temperature": (self.temperature < 0, "must be at least 0"),
+            "top_p": (not 0 < self.top_p <= 1, "must be in (0, 1]"),
+            "batch_size": (self.batch_size < 1, "must be at least 1"),
+        }
+        for attr, (bad, rule) in problems.items():
+            if bad:
+                raise UserError(f"{rule}, got {getattr(self, attr)}", field=field_name(attr))
+        return self
+
+    def to_json(self) -> dict[str, int | float]:
+        return asdict(self)
 
 
 class TransformersGenerator:

@@ -66,18 +66,13 @@ def model_config_by_name(name: str) -> Any:
 
 
 def _settings(args: argparse.Namespace) -> SamplingSettings:
-    if args.max_new_tokens < 1:
-        raise UserError(f"must be at least 1, got {args.max_new_tokens}", field="--max-new-tokens")
-    if args.temperature < 0:
-        raise UserError(f"must be at least 0, got {args.temperature}", field="--temperature")
-    if args.batch_size < 1:
-        raise UserError(f"must be at least 1, got {args.batch_size}", field="--batch-size")
-    return SamplingSettings(
+    settings = SamplingSettings(
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
         top_p=args.top_p,
         batch_size=args.batch_size,
     )
+    return settings.checked(lambda attr: "--" + attr.replace("_", "-"))
 
 
 def generator_from_args(
@@ -85,12 +80,7 @@ def generator_from_args(
 ) -> tuple[TextGenerator, dict[str, Any]]:
     """The generator the flags describe, and what a dataset card records about it."""
     settings = _settings(args)
-    sampling = {
-        "max_new_tokens": settings.max_new_tokens,
-        "temperature": settings.temperature,
-        "top_p": settings.top_p,
-        "batch_size": settings.batch_size,
-    }
+    sampling = settings.to_json()
     if args.backend == "openai":
         from kfr.generation.openai_compat import (
             DEFAULT_BASE_URL,

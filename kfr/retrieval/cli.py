@@ -9,18 +9,15 @@ mistake is one line on stderr and exit code 2.
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
 import hydra
-from hydra.errors import HydraException
 from omegaconf import DictConfig
-from omegaconf.errors import OmegaConfBaseException
 
-from kfr.cli import CONFIG_DIR, _config_error_message, _quiet_libraries
+from kfr.cli import CONFIG_DIR
 from kfr.config import validate_config
-from kfr.errors import USER_ERROR_EXIT_CODE, UserError
+from kfr.console import exit_user_error, quiet_libraries, run_hydra_command
+from kfr.errors import UserError
 
 PROG = "kfr-index"
 
@@ -46,30 +43,17 @@ def build_index_for(cfg: DictConfig, *, progress: bool = True):
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="index")
 def _run(cfg: DictConfig) -> None:
-    _quiet_libraries()
+    quiet_libraries()
     try:
         files = build_index_for(cfg)
     except UserError as err:
-        # Exit here: Hydra's job runner would log a traceback for any Exception.
-        _exit_user_error(err)
+        exit_user_error(PROG, err)
     state = "reused" if files.reused else "built"
     print(f"{state} index: {files.index_dir} ({files.n_chunks} chunks, {files.dim}-d)")
 
 
-def _exit_user_error(err: UserError):
-    print(f"{PROG}: error: {err}", file=sys.stderr)
-    sys.exit(USER_ERROR_EXIT_CODE)
-
-
 def main() -> None:
-    os.environ["HYDRA_FULL_ERROR"] = "1"
-    try:
-        _run()
-    except UserError as err:
-        _exit_user_error(err)
-    except (HydraException, OmegaConfBaseException) as err:
-        print(f"{PROG}: config error: {_config_error_message(err)}", file=sys.stderr)
-        sys.exit(USER_ERROR_EXIT_CODE)
+    run_hydra_command(PROG, _run)
 
 
 if __name__ == "__main__":
