@@ -9,7 +9,8 @@ repeated), so every trained token is a real one and every token is trained once 
 The order is drawn again every epoch (``random.Random`` seeded by seed and epoch), so documents
 meet different neighbours and block boundaries fall elsewhere; Lightning reloads the dataloader
 each epoch (``reload_dataloaders_every_n_epochs=1``) to get it. Every rank of a distributed run
-packs the same blocks and Lightning's distributed sampler gives each rank its share.
+packs the same blocks and takes every world-size-th one (:func:`rank_share`); a run resumed
+mid-epoch skips the batches it had already trained (:class:`_ResumableLoader`).
 """
 
 from __future__ import annotations
