@@ -1,6 +1,6 @@
 # Set-up and the two everyday commands. Everything installs into .venv from a clean clone.
-#   make run   -> set up, then run the main job on the embedded default (ARGS="..." adds overrides)
-#   make demo  -> set up, then run the demo study sweep and print its comparison table
+#   make demo  -> set up, then run the main job: the demo study on the embedded default, its table
+#   make run   -> set up, then run one cell on the embedded default (ARGS="..." adds overrides)
 #   make test  -> set up (with dev tools), then lint, format check and the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
