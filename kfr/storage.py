@@ -51,11 +51,16 @@ def _temporary_sibling(path: Path, *, directory: bool = False):
         raise
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
+    """``write(tmp)`` fills a temporary file beside ``path``, which then replaces ``path``."""
     path = Path(path)
     with _temporary_sibling(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        write(tmp)
         os.replace(tmp, path)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
@@ -63,12 +68,12 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 
 
 def atomic_write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
-    path = Path(path)
-    with _temporary_sibling(path) as tmp:
+    def write(tmp: Path) -> None:
         with tmp.open("w", encoding="utf-8") as f:
             for record in records:
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
+
+    atomic_write(path, write)
 
 
 def build_directory_once(target: str | Path, build: Callable[[Path], None]) -> Path:

@@ -15,7 +15,6 @@ preempted SLURM job loses at most that many minutes of training.
 from __future__ import annotations
 
 import logging
-import os
 import time
 import warnings
 from collections.abc import Sequence
@@ -38,6 +37,7 @@ from kfr.finetune.modes import (
     world_size,
 )
 from kfr.finetune.module import CausalLMModule
+from kfr.storage import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +47,12 @@ RESUME_FILE = "last.ckpt"  # ModelCheckpoint's name for its save_last checkpoint
 
 
 class _AtomicCheckpointIO(TorchCheckpointIO):
-    """Write each checkpoint beside its target and rename it into place: a job killed while
+    """Checkpoints written as every kfr file is (kfr.storage.atomic_write): a job killed while
     saving leaves the previous checkpoint whole, never a truncated one."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
-        partial = f"{path}.partial"
-        super().save_checkpoint(checkpoint, partial, storage_options)
-        os.replace(partial, path)
+        save = super().save_checkpoint
+        atomic_write(path, lambda tmp: save(checkpoint, tmp, storage_options))
 
 
 class _StepCheckpoint(ModelCheckpoint):

@@ -139,7 +139,8 @@ def test_a_preempted_training_resumes_mid_epoch_to_the_same_weights(ft_cache, tm
             cfg, texts, ft_cache, tmp_path / "first", resume_dir=resume_dir,
             callbacks=[_PreemptAtStep(stop)],
         )  # fmt: skip
-    assert (resume_dir / "last.ckpt").is_file() and not list(resume_dir.glob("*.partial"))
+    # Only the finished checkpoint: no temporary file of a save is left beside it.
+    assert sorted(p.name for p in resume_dir.iterdir()) == ["last.ckpt"]
     resumed = train(cfg, texts, ft_cache, tmp_path / "second", resume_dir=resume_dir)
     # The preemption hit before step `stop` was saved: the job goes on from the step before.
     assert resumed["resumed_from_step"] == stop - 1 and resumed["steps"] == whole["steps"]
