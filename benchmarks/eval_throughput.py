@@ -35,7 +35,7 @@ import torch
 from platformdirs import user_cache_dir
 
 from benchmarks.lm_eval_peer import evaluate_requests, load_peer_model
-from kfr.config import PromptStyle
+from kfr.core.schema import PromptStyle
 from kfr.data.novel_facts import NovelFactsSpec, ensure_novel_facts
 from kfr.data.readers import read_knowledge_base, read_questions
 from kfr.data.schema import Document, Question
@@ -69,7 +69,7 @@ def _cache_dir() -> Path:
 def _load_kfr_model(cache_dir: Path):
     from omegaconf import OmegaConf
 
-    from kfr.config import ModelConfig
+    from kfr.core.schema import ModelConfig
     from kfr.models.loading import load_model
 
     conf = Path(__file__).resolve().parent.parent / "conf" / "model" / "smollm2_135m.yaml"

@@ -171,8 +171,8 @@ def bench_encode(n_chunks: int, chunk_tokens: int, batch_size: int) -> EncodeRow
     from hydra import compose, initialize_config_dir
     from transformers.utils import logging as hf_logging
 
-    import kfr.config  # noqa: F401  (registers the schema)
-    from kfr.cli import CONFIG_DIR
+    import kfr.core.schema  # noqa: F401  (registers the schema)
+    from kfr.core.paths import CONFIG_DIR
     from kfr.retrieval.encoders import encode_to_file, load_encoder
 
     hf_logging.disable_progress_bar()

@@ -74,7 +74,7 @@ def _cache_dir() -> Path:
 def _config(mode: str, args: argparse.Namespace):
     from hydra import compose, initialize_config_dir
 
-    import kfr.config  # noqa: F401  (registers the schema)
+    import kfr.core.schema  # noqa: F401  (registers the schema)
 
     overrides = [
         "method=ft",

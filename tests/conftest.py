@@ -25,18 +25,20 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 
 
 def model_config(name: str):
-    from kfr.config import ModelConfig
+    """conf/model/<name>.yaml as the typed object a cell gets."""
+    from kfr.core.schema import ModelConfig
 
-    return OmegaConf.merge(
+    merged = OmegaConf.merge(
         OmegaConf.structured(ModelConfig), OmegaConf.load(CONF_DIR / "model" / f"{name}.yaml")
     )
+    return OmegaConf.to_object(merged)
 
 
 def compose_config(overrides: list[str] | None = None):
     """The config a `kfr` command with these overrides would run (without Hydra's own node)."""
     from hydra import compose, initialize_config_dir
 
-    import kfr.config  # noqa: F401  (registers the schema)
+    import kfr.core.identity  # noqa: F401  (registers the schema and kfr's resolvers)
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name="config", overrides=overrides or [])

@@ -24,8 +24,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from kfr import __version__
+from kfr.core.storage import atomic_write_json
 from kfr.data.schema import Question
-from kfr.storage import atomic_write_json
 
 CARD_SUFFIX = ".card.json"
 DIRECTORY_CARD = "card.json"
@@ -73,12 +74,6 @@ def read_card(questions_path: str | Path) -> dict[str, Any] | None:
     return {**card, "card_path": str(path)}
 
 
-def _kfr_version() -> str:
-    from kfr import __version__
-
-    return __version__
-
-
 def card_record(
     *,
     kind: str,
@@ -95,7 +90,7 @@ def card_record(
         "card_version": CARD_VERSION,
         "kind": kind,
         "tool": tool,
-        "kfr_version": _kfr_version(),
+        "kfr_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": list(command if command is not None else sys.argv),
         "source": dict(source),

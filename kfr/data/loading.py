@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kfr.config import DataConfig
+from kfr.core.errors import UserError
+from kfr.core.schema import DataConfig
 from kfr.data.cards import find_card
 from kfr.data.mmlu import is_mmlu_source, load_mmlu, parse_subjects, write_mmlu_card
 from kfr.data.novel_facts import NovelFactsSpec, ensure_novel_facts
@@ -23,7 +24,6 @@ from kfr.data.readers import (
     validate_source_ids,
 )
 from kfr.data.schema import Document, Question
-from kfr.errors import UserError
 
 HF_PREFIX = "hf://"
 

@@ -13,24 +13,24 @@ ids (``{subject}_{split}-{row}``, the ids of the original CSV files):
 parquet export's root); the layout is detected. Several subjects at once: ``data.hf_name`` takes
 a comma-separated list or ``all``; results then break accuracy down per subject.
 
-``kfr-mmlu subjects`` lists the 57 subjects; ``kfr-mmlu check DIR`` says what a local copy holds.
+Only what a cell needs to read MMLU lives here; the ``kfr-mmlu`` command (:mod:`kfr.cli.mmlu`:
+``kfr-mmlu subjects`` lists the 57 subjects, ``kfr-mmlu check DIR`` says what a local copy holds,
+through :mod:`kfr.builders.mmlu`) is above it.
 """
 
 from __future__ import annotations
 
-import argparse
 import difflib
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from kfr.core.errors import UserError
+from kfr.core.storage import atomic_write_json
 from kfr.data.cards import CARD_SUFFIX, card_record, questions_digest, sha256_file
-from kfr.data.readers import load_hf_questions, questions_from_records, read_questions
+from kfr.data.questions import load_hf_questions, questions_from_records, read_questions
 from kfr.data.schema import Question
-from kfr.errors import USER_ERROR_EXIT_CODE, UserError
-from kfr.storage import atomic_write_json
 
 TOOL = "kfr.data.mmlu"
 HF_DATASET = "cais/mmlu"
@@ -272,35 +272,17 @@ def write_mmlu_card(
     return path
 
 
-# --------------------------------------------------------------------------- command line
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="kfr-mmlu", description="MMLU subjects and local copies.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    listing = commands.add_parser("subjects", help="list the 57 subjects (--paper: the 5 used)")
-    listing.add_argument("--paper", action="store_true", help="only the paper's five subjects")
-    check = commands.add_parser("check", help="count the questions of a local copy per subject")
-    check.add_argument("dir", type=Path, help="data/ folder of the CSV release or parquet export")
-    check.add_argument("--subjects", default=ALL, help="comma-separated subjects (default all)")
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "subjects":
-            print("\n".join(PAPER_SUBJECTS if args.paper else MMLU_SUBJECTS))
-            return 0
-        subjects = parse_subjects(args.subjects, "--subjects")
-        copy = find_local_copy(args.dir)
-        print(f"{copy.layout} copy at {copy.root}")
-        for subject in subjects:
-            counts = []
-            for split in ("test", "dev"):
-                counts.append(len(load_mmlu([subject], split, local_dir=copy.root).questions))
-            print(f"  {subject:<40} test {counts[0]:>5}  dev {counts[1]:>3}")
-    except UserError as e:
-        print(f"kfr-mmlu: {e}", file=sys.stderr)
-        return USER_ERROR_EXIT_CODE
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+__all__ = [
+    "ALL",
+    "HF_DATASET",
+    "MMLU_SUBJECTS",
+    "PAPER_SUBJECTS",
+    "SPLITS",
+    "LocalCopy",
+    "MmluLoad",
+    "find_local_copy",
+    "is_mmlu_source",
+    "load_mmlu",
+    "parse_subjects",
+    "write_mmlu_card",
+]

@@ -7,26 +7,24 @@ and template paraphrases of every biography for the paraphrase-augmentation expe
 Output depends on the spec only: all randomness comes from one ``random.Random(seed)`` and
 everything is iterated in a fixed order, so the same spec gives byte-identical files. Bump
 :data:`GENERATOR_VERSION` whenever the output changes (cached copies are keyed on it).
+
+A cell generates the set into the cache (:func:`ensure_novel_facts`); the ``kfr-novel-facts``
+command (:mod:`kfr.cli.novel_facts`) writes it anywhere.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from kfr.core.errors import UserError
+from kfr.core.storage import atomic_write_json, build_directory_once
 from kfr.data.cards import DIRECTORY_CARD, sha256_file
-from kfr.data.readers import (
-    write_knowledge_base_jsonl,
-    write_paraphrases_jsonl,
-    write_questions_jsonl,
-)
+from kfr.data.knowledge_base import write_knowledge_base_jsonl
+from kfr.data.paraphrases import write_paraphrases_jsonl
+from kfr.data.questions import write_questions_jsonl
 from kfr.data.schema import Document, Question
-from kfr.errors import USER_ERROR_EXIT_CODE, UserError
-from kfr.storage import atomic_write_json, build_directory_once
 
 GENERATOR_NAME = "kfr.data.novel_facts"
 GENERATOR_VERSION = 1
@@ -374,38 +372,3 @@ def ensure_novel_facts(spec: NovelFactsSpec, cache_dir: str | Path) -> Path:
     return build_directory_once(
         Path(cache_dir) / cache_name(spec), lambda tmp: write_novel_facts(spec, tmp)
     )
-
-
-# ----------------------------------------------------------------------------- command line
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="kfr-novel-facts",
-        description="Write the synthetic novel-facts dataset (knowledge base, questions, "
-        "paraphrases, card).",
-    )
-    defaults = NovelFactsSpec()
-    parser.add_argument("--out", required=True, type=Path, help="output directory")
-    parser.add_argument("--entities", type=int, default=defaults.n_entities)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--paraphrases", type=int, default=defaults.n_paraphrases)
-    args = parser.parse_args(argv)
-    try:
-        spec = NovelFactsSpec(
-            n_entities=args.entities, seed=args.seed, n_paraphrases=args.paraphrases
-        )
-        paths = write_novel_facts(spec, args.out)
-    except UserError as e:
-        print(f"kfr-novel-facts: {e}", file=sys.stderr)
-        return USER_ERROR_EXIT_CODE
-    counts = json.loads(paths["card"].read_text(encoding="utf-8"))["counts"]
-    print(
-        f"wrote {counts['documents']} documents ({counts['knowledge_characters']} characters), "
-        f"{counts['questions']} questions and {counts['paraphrases']} paraphrases to {args.out}"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

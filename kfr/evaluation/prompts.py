@@ -15,7 +15,7 @@ import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from kfr.config import PromptStyle
+from kfr.core.schema import PromptStyle
 from kfr.data.schema import Question
 
 TARGET_DELIMITER = " "

@@ -2,7 +2,7 @@
 
 ``<cache>/finetuned/<model>-<mode>-<key>/`` holds the adapter (``adapter/``) or full model
 (``model/``), the training log (``logs/metrics.csv``) and ``training.json`` (the summary results
-report). It is built by :func:`kfr.storage.build_directory_once`: two jobs of a sweep that need
+report). It is built by :func:`kfr.core.storage.build_directory_once`: two jobs of a sweep that need
 the same checkpoint (``ft`` and ``ft_rag`` cells) train it once, the second waits and loads it,
 and a crash mid-training leaves nothing that looks finished.
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -27,16 +26,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
-
+from kfr.core.devices import secondary_rank
+from kfr.core.schema import KfrConfig
+from kfr.core.storage import (
+    READY_MARKER,
+    atomic_write_json,
+    atomic_write_text,
+    build_directory_once,
+)
 from kfr.data.loading import EvalData
 from kfr.finetune.keys import training_key
-from kfr.finetune.modes import check_finetune_settings, load_finetuned
+from kfr.finetune.modes import check_finetune_settings, strategy
 from kfr.finetune.paraphrases import training_texts
 from kfr.finetune.train import LOG_DIR, METRICS_FILE, train
 from kfr.generation import TextGenerator
-from kfr.models.loading import LoadedModel
-from kfr.storage import READY_MARKER, atomic_write_json, atomic_write_text, build_directory_once
+from kfr.models.lm import LanguageModel
 
 log = logging.getLogger(__name__)
 
@@ -46,22 +50,12 @@ RUN_SUBDIR = "finetune"  # where a run directory gets its copy of the training l
 
 @dataclass
 class FinetunedModel:
-    lm: LoadedModel  # ready for kfr.evaluation's scorer
+    lm: LanguageModel  # ready to score
     summary: dict[str, Any]  # results.json's "finetune" block
     checkpoint: Path
 
 
-def secondary_rank() -> int:
-    """This process's rank when it is not global rank 0 of a distributed run, else 0."""
-    for name in ("RANK", "NODE_RANK", "LOCAL_RANK"):
-        if int(os.environ.get(name, "0") or 0) > 0:
-            return int(os.environ[name])
-    if int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1:
-        return int(os.environ.get("SLURM_PROCID", "0") or 0)
-    return 0
-
-
-def checkpoint_dir(cfg: DictConfig, cache_dir: str | Path, key: str) -> Path:
+def checkpoint_dir(cfg: KfrConfig, cache_dir: str | Path, key: str) -> Path:
     mode = cfg.finetune.mode
     mode = mode.value if hasattr(mode, "value") else mode
     return Path(cache_dir) / "finetuned" / f"{cfg.model.name}-{mode}-{key}"
@@ -73,7 +67,7 @@ def resume_checkpoint_dir(target: Path) -> Path:
 
 
 def finetuned_model(
-    cfg: DictConfig,
+    cfg: KfrConfig,
     data: EvalData,
     cache_dir: str | Path,
     *,
@@ -114,7 +108,8 @@ def finetuned_model(
     summary.update(checkpoint=str(target), reused=not trained_here)
     if not trained_here:
         log.info("Reusing the fine-tuned checkpoint %s", target)
-    return FinetunedModel(load_finetuned(cfg, target, cache_dir), summary, target)
+    lm = strategy(cfg.finetune.mode).load_for_scoring(cfg, target, cache_dir)
+    return FinetunedModel(lm, summary, target)
 
 
 def copy_training_logs(checkpoint: Path, run_dir: Path) -> Path:

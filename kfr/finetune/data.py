@@ -24,7 +24,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from kfr.errors import UserError
+from kfr.core.errors import UserError
 
 
 def encode_texts(tokenizer, texts: Sequence[str]) -> list[list[int]]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import torch
 
-from kfr.config import LrSchedule
+from kfr.core.schema import LrSchedule
 
 _SCHEDULER_NAMES = {
     LrSchedule.cosine: "cosine",

@@ -24,16 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
-
-from kfr.config import ParaphraseSource
+from kfr.core.errors import UserError
+from kfr.core.schema import AugmentConfig, GeneratorConfig, KfrConfig, ParaphraseSource
+from kfr.core.storage import atomic_write_json, build_directory_once
 from kfr.data.loading import EvalData
 from kfr.data.readers import read_paraphrases, write_paraphrases_jsonl
 from kfr.data.schema import Document
-from kfr.errors import UserError
 from kfr.finetune.keys import content_digest, model_identity
 from kfr.generation import SamplingSettings, TextGenerator, TransformersGenerator, generate_json
-from kfr.storage import atomic_write_json, build_directory_once
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +174,7 @@ def _file_paraphrases(path_spec: str | None, documents: Sequence[Document]) -> t
     return found, {"file": str(path)}
 
 
-def _generator_settings(gen: DictConfig) -> SamplingSettings:
+def _generator_settings(gen: GeneratorConfig) -> SamplingSettings:
     settings = SamplingSettings(
         max_new_tokens=gen.max_new_tokens,
         temperature=gen.temperature,
@@ -187,7 +185,7 @@ def _generator_settings(gen: DictConfig) -> SamplingSettings:
 
 
 def llm_paraphrases(
-    augment: DictConfig,
+    augment: AugmentConfig,
     documents: Sequence[Document],
     seed: int,
     cache_dir: str | Path,
@@ -237,7 +235,7 @@ def llm_paraphrases(
 
 
 def training_texts(
-    cfg: DictConfig,
+    cfg: KfrConfig,
     data: EvalData,
     cache_dir: str | Path,
     *,

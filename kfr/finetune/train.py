@@ -26,18 +26,13 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from omegaconf import DictConfig
 
-from kfr.config import FinetuneMode
+from kfr.core.schema import KfrConfig
+from kfr.core.storage import atomic_write
 from kfr.finetune.data import PackedKnowledgeData
-from kfr.finetune.modes import (
-    micro_batch_and_accumulation,
-    save_trained,
-    trainable_model,
-    world_size,
-)
+from kfr.finetune.modes import strategy
 from kfr.finetune.module import CausalLMModule
-from kfr.storage import atomic_write
+from kfr.finetune.settings import micro_batch_and_accumulation, world_size
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +42,7 @@ RESUME_FILE = "last.ckpt"  # ModelCheckpoint's name for its save_last checkpoint
 
 
 class _AtomicCheckpointIO(TorchCheckpointIO):
-    """Checkpoints written as every kfr file is (kfr.storage.atomic_write): a job killed while
+    """Checkpoints written as every kfr file is (kfr.core.storage.atomic_write): a job killed while
     saving leaves the previous checkpoint whole, never a truncated one."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
@@ -68,7 +63,7 @@ class _StepCheckpoint(ModelCheckpoint):
 
 
 def _resume_callbacks(
-    cfg: DictConfig, resume_dir: Path | None
+    cfg: KfrConfig, resume_dir: Path | None
 ) -> tuple[list[Callback], Path | None]:
     """The periodic checkpoint callback (if any) and the checkpoint to resume from (if any)."""
     minutes = float(cfg.trainer.checkpoint_every_min)
@@ -84,7 +79,7 @@ def _resume_callbacks(
     return [saver], last if last.is_file() else None
 
 
-def _strategy(cfg: DictConfig, model) -> Any:
+def _strategy(cfg: KfrConfig, model) -> Any:
     """The strategy name, or for FSDP one that shards per decoder layer.
 
     Plain ``strategy="fsdp"`` wraps the whole model as one unit, so every rank gathers all the
@@ -105,7 +100,7 @@ def _strategy(cfg: DictConfig, model) -> Any:
 
 
 def build_trainer(
-    cfg: DictConfig,
+    cfg: KfrConfig,
     out_dir: Path,
     *,
     accumulate: int,
@@ -150,7 +145,7 @@ def _count_parameters(model) -> tuple[int, int]:
 
 
 def train(
-    cfg: DictConfig,
+    cfg: KfrConfig,
     texts: Sequence[str],
     cache_dir: str | Path,
     out_dir: Path,
@@ -165,10 +160,11 @@ def train(
     call with the same settings left its last one (training continues from it).
     """
     ft = cfg.finetune
-    mode = FinetuneMode(ft.mode)
+    way = strategy(ft.mode)
+    mode = way.mode
     micro, accumulate = micro_batch_and_accumulation(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    model, tokenizer = trainable_model(cfg, cache_dir)
+    model, tokenizer = way.trainable_model(cfg, cache_dir)
     data = PackedKnowledgeData(texts, seed=cfg.seed)
     data.connect(tokenizer, micro, ft.block_size)
     data.setup()
@@ -211,7 +207,7 @@ def train(
         gathered = trainer.strategy.lightning_module_state_dict()
         state_dict = {k.removeprefix("model."): v for k, v in gathered.items()}
     if trainer.is_global_zero:
-        save_trained(module.model, tokenizer, mode, out_dir, state_dict=state_dict)
+        way.save(module.model, tokenizer, out_dir, state_dict=state_dict)
     tokens = data.n_blocks * ft.block_size * ft.epochs
     losses = module.step_losses
     return {

@@ -18,8 +18,8 @@ from typing import Protocol
 
 import torch
 
-from kfr.errors import UserError
-from kfr.models.loading import LoadedModel, load_model
+from kfr.core.errors import UserError
+from kfr.models import LanguageModel, load_model
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class SamplingSettings:
 
 
 class TransformersGenerator:
-    def __init__(self, lm: LoadedModel, settings: SamplingSettings) -> None:
+    def __init__(self, lm: LanguageModel, settings: SamplingSettings) -> None:
         self.lm = lm
         self.name = lm.name
         self.settings = settings

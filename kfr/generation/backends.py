@@ -11,11 +11,18 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from kfr.errors import UserError
-from kfr.generation.backend import SamplingSettings, TextGenerator
+from omegaconf import OmegaConf
+
+from kfr.core.errors import UserError
+from kfr.core.http import HttpClient, HttpPolicy
+from kfr.core.paths import CONFIG_DIR
+from kfr.core.schema import ModelConfig, ModelSource
+from kfr.generation.backend import SamplingSettings, TextGenerator, TransformersGenerator
+from kfr.generation.openai_compat import DEFAULT_BASE_URL, DEFAULT_KEY_ENV, OpenAICompatGenerator
 
 LOCAL_DEFAULT_MODEL = "smollm2_135m"
 
@@ -50,19 +57,15 @@ def add_backend_arguments(
     )
 
 
-def model_config_by_name(name: str) -> Any:
+def model_config_by_name(name: str) -> ModelConfig:
     """``conf/model/<name>.yaml`` merged onto the typed schema."""
-    from omegaconf import OmegaConf
-
-    from kfr.cli import CONFIG_DIR
-    from kfr.config import ModelConfig
-
     models = Path(CONFIG_DIR) / "model"
     path = models / f"{name}.yaml"
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in models.glob("*.yaml")))
         raise UserError(f"unknown model config '{name}' (known: {known})", field="--model")
-    return OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.load(path))
+    merged = OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.load(path))
+    return OmegaConf.to_object(merged)
 
 
 def _settings(args: argparse.Namespace) -> SamplingSettings:
@@ -82,13 +85,6 @@ def generator_from_args(
     settings = _settings(args)
     sampling = settings.to_json()
     if args.backend == "openai":
-        from kfr.generation.openai_compat import (
-            DEFAULT_BASE_URL,
-            DEFAULT_KEY_ENV,
-            OpenAICompatGenerator,
-        )
-        from kfr.http import HttpClient, HttpPolicy
-
         if not args.model:
             raise UserError("--backend openai needs --model (the endpoint's model name)")
         key_env = args.api_key_env or DEFAULT_KEY_ENV
@@ -111,14 +107,12 @@ def generator_from_args(
         )
         return generator, generator.describe() | {"sampling": sampling}
 
-    from kfr.generation.backend import TransformersGenerator
-
     cfg = model_config_by_name(args.model or LOCAL_DEFAULT_MODEL)
     if args.model_path:
-        cfg.source, cfg.path = "hf", args.model_path
-        cfg.name = Path(args.model_path).name or args.model_path
+        name = Path(args.model_path).name or args.model_path
+        cfg = replace(cfg, source=ModelSource.hf, path=args.model_path, name=name)
     if args.device:
-        cfg.device = args.device
+        cfg = replace(cfg, device=args.device)
     generator = TransformersGenerator.from_config(cfg, cache_dir, settings)
     description = {
         "backend": "transformers",

@@ -3,7 +3,7 @@
 ``POST {base_url}/chat/completions`` (OpenAI, Azure-style gateways, vLLM, llama.cpp's server,
 Ollama, ...) with one user message per prompt; the key comes from an environment variable
 (default ``OPENAI_API_KEY``; none is sent when it is unset, as local servers expect) and never
-enters a card or a log. Requests go through :class:`kfr.http.HttpClient`: retries with
+enters a card or a log. Requests go through :class:`kfr.core.http.HttpClient`: retries with
 exponential backoff on connection errors, 429, 5xx and non-JSON replies, a rate limit and a
 descriptive User-Agent.
 
@@ -25,9 +25,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from kfr.core.http import HttpClient, HttpPolicy
+from kfr.core.storage import atomic_write_json
 from kfr.generation.backend import SamplingSettings
-from kfr.http import HttpClient, HttpPolicy
-from kfr.storage import atomic_write_json
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,12 @@
-"""Loading causal language models and their tokenizers from any supported source."""
+"""Causal language models: one loader for every source and fine-tuning mode, one model object.
 
-from kfr.models.loading import LoadedModel, load_model
+- :mod:`kfr.models.loading`: config -> :class:`LanguageModel` (dtype, device, padding,
+  max length, 4-bit loading, fine-tuned weights);
+- :mod:`kfr.models.lm`: :class:`LanguageModel`, which answers ``loglikelihood(requests)``;
+- :mod:`kfr.models.gguf_package`: the packaged GGUF converted once to safetensors.
+"""
 
-__all__ = ["LoadedModel", "load_model"]
+from kfr.models.lm import LanguageModel
+from kfr.models.loading import load_model
+
+__all__ = ["LanguageModel", "load_model"]

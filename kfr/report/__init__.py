@@ -1,7 +1,10 @@
 """The comparison report (``kfr-report``): sweep results in the paper's table layouts.
 
 - :mod:`kfr.report.collect`: cell folders -> flat records;
-- :mod:`kfr.report.tables`: seeds aggregated, the paper's layouts, missing positions;
+- :mod:`kfr.report.stats`: the 95% Student t interval of a mean over seeds;
+- :mod:`kfr.report.aggregates`: cells aggregated over seeds, the best one for a table position;
+- :mod:`kfr.report.layouts`: the paper's table layouts and curves, missing positions;
+- :mod:`kfr.report.render`: the text and CSV record of each position, markdown tables;
 - :mod:`kfr.report.paper`: the published numbers (Table 1 and Table 2);
 - :mod:`kfr.report.plots`: accuracy vs paraphrases and vs K;
 - :mod:`kfr.report.build`: all of it into report.md, CSV files and PNGs.

@@ -12,20 +12,14 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kfr.cell.folder import format_failures
+from kfr.core.storage import atomic_write_text
+from kfr.report.aggregates import Aggregate, aggregate
 from kfr.report.collect import Collected, collect
+from kfr.report.layouts import curve_table, methods_table, paraphrase_tables
 from kfr.report.paper import PAPER
 from kfr.report.plots import plot_curves
-from kfr.report.tables import (
-    Aggregate,
-    Table,
-    aggregate,
-    curve_table,
-    legend,
-    methods_table,
-    paraphrase_tables,
-)
-from kfr.storage import atomic_write_text
-from kfr.sweeps.jobs import format_failures
+from kfr.report.render import Table, legend
 
 REPORT_FILE = "report.md"
 CELLS_FILE = "cells.csv"

@@ -11,10 +11,9 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from kfr.sweeps.jobs import CellFolder, scan_cells
-
-# Config keys that place a cell in a table (row, column, seed) rather than make it a variant.
-_PLACED = (("experiment_name",), ("seed",), ("eval", "shots"), ("retriever", "k"))
+from kfr.cell.folder import CellFolder, scan_cells
+from kfr.cell.results import CellResults
+from kfr.core.identity import variant_key
 
 
 @dataclass
@@ -54,27 +53,6 @@ def _task(config: dict[str, Any], data_name: str) -> str:
     return data_name
 
 
-def _variant(config: dict[str, Any]) -> str:
-    """Hash of the settings that are not the cell's table position (nor where it was run)."""
-    from kfr.config import config_hash
-
-    trimmed = json.loads(json.dumps(config))
-    for path in _PLACED:
-        node = trimmed
-        for key in path[:-1]:
-            node = node.get(key) or {}
-        if path[-1] in node:
-            node[path[-1]] = None
-    augment = trimmed.get("augment")
-    if isinstance(augment, dict) and augment.get("paraphrases"):
-        augment["paraphrases"] = -1  # any count > 0: where the paraphrases come from still counts
-    try:
-        return config_hash(OmegaConf.create(trimmed))
-    except Exception:  # results written by another version of kfr: hash what is there
-        blob = json.dumps(trimmed, sort_keys=True, default=str).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
-
-
 def _card_digest(card: str | None) -> str | None:
     if not card:
         return None
@@ -86,28 +64,27 @@ def _card_digest(card: str | None) -> str | None:
 
 def cell_result(folder: CellFolder) -> CellResult | None:
     """The report's record of a finished cell (None if its results.json lacks what is needed)."""
-    results = folder.results or {}
     try:
-        cell, metrics = results["cell"], results["metrics"]
-        config = results.get("config") or {}
+        results = CellResults.from_json(folder.results or {})
+        cell, metrics, config = results.cell, results.metrics, results.config
         method_cfg = config.get("method") or {}
-        retrieve = bool(method_cfg.get("retrieve", cell["method"] in ("rag", "ft_rag")))
-        finetune = bool(method_cfg.get("finetune", cell["method"] in ("ft", "ft_rag")))
-        k = (results.get("retrieval") or {}).get("k", (config.get("retriever") or {}).get("k"))
+        retrieve = bool(method_cfg.get("retrieve", cell.method in ("rag", "ft_rag")))
+        finetune = bool(method_cfg.get("finetune", cell.method in ("ft", "ft_rag")))
+        k = (results.retrieval or {}).get("k", (config.get("retriever") or {}).get("k"))
         paraphrases = (config.get("augment") or {}).get("paraphrases", 0)
         ci = metrics.get("acc_ci95")
-        card = (results.get("data") or {}).get("card")
+        card = results.data.get("card")
         finetune_cfg = config.get("finetune") or {}
         settings = {"lr": finetune_cfg.get("lr"), "epochs": finetune_cfg.get("epochs")}
         return CellResult(
             path=folder.path,
-            model=str(cell["model"]),
-            data=str(cell["data"]),
-            task=_task(config, str(cell["data"])),
-            shots=int(cell.get("shots", 0)),
-            style=str(cell.get("style", "")),
-            method=str(cell["method"]),
-            seed=int(cell.get("seed", 0)),
+            model=cell.model,
+            data=cell.data,
+            task=_task(config, cell.data),
+            shots=cell.shots,
+            style=cell.style,
+            method=cell.method,
+            seed=cell.seed,
             k=int(k) if retrieve and k is not None else None,
             paraphrases=int(paraphrases) if finetune else None,
             acc=float(metrics["acc"]),
@@ -120,8 +97,17 @@ def cell_result(folder: CellFolder) -> CellResult | None:
             variant=_variant(config) if config else "?",
             settings=settings if finetune else {},
         )
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, AttributeError):
         return None
+
+
+def _variant(config: dict[str, Any]) -> str:
+    """Cells agreeing on it are seeds of each other (kfr.core.identity.variant_key)."""
+    try:
+        return variant_key(config)
+    except Exception:  # results written by another version of kfr: hash what is there
+        blob = json.dumps(config, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
 
 
 @dataclass

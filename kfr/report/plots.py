@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kfr.report.tables import METHOD_LABELS, Aggregate, curve_points, model_label
+from kfr.report.aggregates import Aggregate
+from kfr.report.layouts import curve_points
+from kfr.report.render import METHOD_LABELS, model_label
 
 AXES = {
     "paraphrases": ("Paraphrases per document (0 = FT-reg)", "acc_vs_paraphrases.png"),

@@ -11,7 +11,7 @@ Layout under ``${paths.cache_dir}/indices/``::
             manifest.json
 
 Embedding is the expensive step, so it is keyed without the index spec: trying another index
-reuses the embeddings. Each directory is built by ``kfr.storage.build_directory_once``: the
+reuses the embeddings. Each directory is built by ``kfr.core.storage.build_directory_once``: the
 jobs of a sweep wait on a file lock and the first one builds; a directory appears only complete
 (renamed from a temporary one), so a crash or a bad setting never leaves a half-written index.
 Anything that changes what is built (a document, the encoder, a setting) changes the key.
@@ -31,13 +31,13 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from kfr.config import RetrieverConfig
+from kfr.core.errors import UserError
+from kfr.core.schema import RetrieverConfig
+from kfr.core.storage import atomic_write_json, build_directory_once
 from kfr.data.schema import Document
-from kfr.errors import UserError
 from kfr.retrieval.chunking import Chunk, check_chunk_settings, chunk_corpus
 from kfr.retrieval.encoders import TextEncoder, encode_to_file
 from kfr.retrieval.faiss_index import build_index, new_index
-from kfr.storage import atomic_write_json, build_directory_once
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from kfr.core.errors import UserError
 from kfr.data.schema import Document
-from kfr.errors import UserError
 
 # Counts tokens of several texts at once (batched: a Rust tokenizer call per text is slow).
 CountTokens = Callable[[Sequence[str]], list[int]]

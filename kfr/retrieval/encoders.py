@@ -16,8 +16,9 @@ from typing import Protocol
 import numpy as np
 from tqdm.auto import tqdm
 
-from kfr.config import EncoderSource, RetrieverConfig
-from kfr.errors import UserError
+from kfr.core.devices import resolve_device
+from kfr.core.errors import UserError
+from kfr.core.schema import EncoderSource, RetrieverConfig
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ class SentenceEncoder:
 def _model_location(cfg: RetrieverConfig) -> tuple[str, str, dict]:
     """(where to load from, identity for cache keys, extra loading arguments)."""
     if cfg.source == EncoderSource.package:
-        from kfr.models.gguf_package import find_package_file, package_version
+        from kfr.core.packages import find_package_file, package_version
 
         if not cfg.package or not cfg.path:
             raise UserError(
@@ -104,12 +105,7 @@ def _model_location(cfg: RetrieverConfig) -> tuple[str, str, dict]:
 
 
 def resolve_encoder_device(spec: str):
-    from kfr.models.loading import resolve_device
-
-    try:
-        return resolve_device(spec)
-    except UserError as err:
-        raise UserError(err.message, field="retriever.device") from None
+    return resolve_device(spec, field="retriever.device")
 
 
 def load_encoder(cfg: RetrieverConfig) -> SentenceEncoder:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-from kfr.errors import UserError
+from kfr.core.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -1,50 +1,44 @@
-"""Top-K knowledge-base chunks per question, recall against ``source_ids``, context fitting.
+"""Top-K knowledge-base chunks per question, and recall against ``source_ids``.
 
 ``retrieve_passages`` is what a cell calls: it builds (or reuses) the cached index, embeds the
 questions, searches, and returns a :class:`Retrieval` holding each question's chunks best first.
-``Retrieval.fit`` then turns them into scoring requests that fit the language model's context:
-where context + prompt would be longer than ``max_length`` the lowest-ranked chunks are dropped
-first; the question and its choices are never cut.
+A Retrieval is never changed afterwards; fitting its passages into the language model's context
+is prompt building's job (:mod:`kfr.evaluation.context`).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from kfr.config import RetrieverConfig
+from kfr.core.errors import UserError
+from kfr.core.schema import RetrieverConfig
 from kfr.data.schema import Document, Question
-from kfr.errors import UserError
-from kfr.evaluation.loglikelihood import split_tokens
-from kfr.evaluation.prompts import ChoiceRequest
 from kfr.retrieval.chunking import Chunk
 from kfr.retrieval.encoders import TextEncoder
 
 log = logging.getLogger(__name__)
 
-BuildRequests = Callable[..., list[ChoiceRequest]]  # build(passages=...) -> requests
 
-
-@dataclass
+@dataclass(frozen=True)
 class Hit:
     chunk: Chunk
     score: float
 
 
-@dataclass
+@dataclass(frozen=True)
 class Retrieval:
-    """Each question's retrieved chunks (best first) and what to record about them."""
+    """Each question's retrieved chunks (best first) and what to record about the search."""
 
     k: int
-    hits: dict[str, list[Hit]]
-    info: dict[str, Any] = field(default_factory=dict)
-    used: dict[str, int] = field(default_factory=dict)  # question id -> chunks kept in context
+    hits: Mapping[str, Sequence[Hit]]
+    info: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def passages(self) -> dict[str, list[str]]:
@@ -57,20 +51,14 @@ class Retrieval:
             "recall_at_1": recall_at(self.hits, questions, 1) if self.k else None,
         }
 
-    def fit(self, build: BuildRequests, tokenizer, max_length: int) -> list[ChoiceRequest]:
-        """Requests whose contexts fit ``max_length``, dropping the lowest-ranked chunks first."""
-        requests, kept, stats = fit_passages(build, self.passages, tokenizer, max_length)
-        self.used = {qid: len(chunks) for qid, chunks in kept.items()}
-        self.info["context"] = {"max_length": max_length, **stats}
-        return requests
-
-    def record(self, question_id: str) -> dict[str, Any]:
-        """The fields a question's line in predictions.jsonl gets."""
+    def record(self, question_id: str, used: int | None = None) -> dict[str, Any]:
+        """The fields a question's line in predictions.jsonl gets; ``used``: how many of its
+        chunks fitted into the prompt (all, when not given)."""
         hits = self.hits.get(question_id, [])
         return {
             "retrieved_ids": [hit.chunk.id for hit in hits],
             "retrieved_scores": [round(hit.score, 6) for hit in hits],
-            "passages_used": self.used.get(question_id, len(hits)),
+            "passages_used": len(hits) if used is None else used,
         }
 
 
@@ -90,64 +78,6 @@ def query_text(question: Question, cfg: RetrieverConfig) -> str:
     if cfg.query_with_choices:
         text = text + "\n" + "\n".join(question.choices)
     return cfg.query_prefix + text
-
-
-# ----------------------------------------------------------------------------- context fitting
-
-
-# Tokens that encoding context and choice together can differ by from encoding them apart (a
-# merge across the boundary, moved spaces): far from the limit, the cheap count decides.
-_BOUNDARY_SLACK = 8
-
-
-def _too_long(request: ChoiceRequest, tokenizer, max_length: int) -> bool:
-    def count(text: str) -> int:
-        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    longest = max(count(c) for c in request.continuations)
-    if count(request.context) + longest + _BOUNDARY_SLACK <= max_length:
-        return False
-    # Near the limit: the scorer's own test (kfr.evaluation.loglikelihood), choice by choice.
-    pairs = (split_tokens(tokenizer, request.context, c) for c in request.continuations)
-    return any(len(ctx) + len(cont) - 1 > max_length for ctx, cont in pairs)
-
-
-def fit_passages(
-    build: BuildRequests,
-    passages: Mapping[str, Sequence[str]],
-    tokenizer,
-    max_length: int,
-) -> tuple[list[ChoiceRequest], dict[str, list[str]], dict[str, int]]:
-    """Drop the lowest-ranked passages of questions whose prompt would not fit.
-
-    ``build(passages=...)`` makes the requests of all questions (few-shot examples are chosen
-    from the whole set, so requests are rebuilt together); only questions still too long are
-    tokenized again after each round.
-    """
-    kept = {qid: list(texts) for qid, texts in passages.items()}
-    requests = build(passages=kept)
-    pending = [i for i, r in enumerate(requests) if kept.get(r.question_id)]
-    affected: set[str] = set()
-    dropped = 0
-    while pending:
-        pending = [i for i in pending if _too_long(requests[i], tokenizer, max_length)]
-        for i in pending:
-            qid = requests[i].question_id
-            kept[qid].pop()
-            affected.add(qid)
-            dropped += 1
-        if pending:
-            requests = build(passages=kept)
-            pending = [i for i in pending if kept[requests[i].question_id]]
-    if affected:
-        log.warning(
-            "%d questions had their lowest-ranked chunks dropped (%d in all) to fit max_length=%d",
-            len(affected),
-            dropped,
-            max_length,
-        )
-    stats = {"questions_with_dropped_chunks": len(affected), "dropped_chunks": dropped}
-    return requests, kept, stats
 
 
 # ----------------------------------------------------------------------------- retrieval

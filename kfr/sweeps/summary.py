@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from kfr.sweeps.jobs import format_failures, scan_cells
+from kfr.cell.folder import FAILED_FILE, format_failures, scan_cells
+from kfr.core.errors import UserError
+from kfr.report import build_report, write_report
 
 log = logging.getLogger("kfr")
 
@@ -33,10 +35,6 @@ def failed_cells_of_last_sweep() -> int:
 def check_required_settings(config: DictConfig) -> None:
     """Stop before any job when a required setting (``???``) is given neither on the command
     line nor by the sweep's grid: every cell would fail the same way."""
-    from omegaconf import OmegaConf
-
-    from kfr.errors import UserError
-
     missing = OmegaConf.missing_keys(
         OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
     )
@@ -76,7 +74,7 @@ class SweepSummary(Callback):
             s: sum(c.status == s for c in cells) for s in ("complete", "failed", "incomplete")
         }
         failed_now = sum(
-            c.status == "failed" and (c.path / "failed.json").stat().st_mtime >= self.started - 1
+            c.status == "failed" and (c.path / FAILED_FILE).stat().st_mtime >= self.started - 1
             for c in cells
         )
         _last_sweep.update(counts, failed_now=failed_now)
@@ -90,8 +88,6 @@ class SweepSummary(Callback):
         print("\n".join(lines), flush=True)
         if not self.report or not counts["complete"]:
             return
-        from kfr.report import build_report, write_report
-
         report = build_report([sweep_dir])
         out = write_report(report, sweep_dir / REPORT_SUBDIR)
         if self.print_report:

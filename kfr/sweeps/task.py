@@ -1,9 +1,10 @@
 """What one job of ``kfr`` runs: skip a finished cell, else run it with its logger open.
 
+The composed config becomes typed objects here, once (:func:`kfr.core.schema.typed_config`).
 In a multirun (``kfr -m``) a job never raises: a failed cell writes ``failed.json`` into its
-folder, logs one line and returns :data:`~kfr.sweeps.jobs.FAILED_SCORE`, so the sweep goes on
-with the other cells and the sweeper (Optuna) gets a number, never NaN. A single run lets the
-error through: ``kfr.cli`` turns a user error into one line and exit code 2.
+folder, logs one line and returns :data:`FAILED_SCORE`, so the sweep goes on with the other
+cells and the sweeper (Optuna) gets a number, never NaN. A single run lets the error through:
+``kfr.cli.main`` turns a user error into one line and exit code 2.
 """
 
 from __future__ import annotations
@@ -13,26 +14,23 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from filelock import FileLock, Timeout
 from omegaconf import DictConfig
 
-from kfr.cell import completed_results, format_summary, run_cell
-from kfr.config import config_hash, validate_config
-from kfr.sweeps.jobs import (
-    FAILED_FILE,
-    FAILED_SCORE,
-    clear_failure,
-    distributed_process,
-    record_failure,
-    secondary_process,
-)
+from kfr.cell import CellResults, completed_results, run_cell
+from kfr.cell.folder import clear_failure, record_failure
+from kfr.core.devices import distributed_process, secondary_process
+from kfr.core.identity import config_hash
+from kfr.core.schema import KfrConfig, typed_config
 from kfr.tracking import open_tracker
 
 log = logging.getLogger("kfr")
 
 CELL_LOCK = ".cell.lock"
+# What a sweep job returns to the sweeper when its cell failed: below every accuracy, never NaN
+# (Optuna's samplers cannot use NaN, and a failed trial must not look promising).
+FAILED_SCORE = -1.0
 
 
 def is_multirun() -> bool:
@@ -42,21 +40,23 @@ def is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def run_tracked_cell(cfg: DictConfig, run_dir: Path) -> tuple[dict[str, Any], bool]:
+def run_tracked_cell(cfg: KfrConfig | DictConfig, run_dir: Path) -> tuple[CellResults, bool]:
     """(results, reused): the finished cell's results, or run it now with its logger open."""
-    validate_config(cfg)
+    cfg = typed_config(cfg)
     if cfg.skip_completed and (done := completed_results(run_dir, config_hash(cfg))) is not None:
         log.info("Results for this cell already in %s: skipping", run_dir)
         return done, True
     with open_tracker(cfg, run_dir) as tracker:
-        results = run_cell(cfg, run_dir)
-        tracker.log_results(results, run_dir)
+        results = run_cell(cfg, run_dir, loggers=tracker.training_loggers())
+        tracker.log_results(results)
     return results, False
 
 
-def objective(results: dict[str, Any], metric: str) -> float:
-    """The number a sweeper optimises: ``results["metrics"][metric]``, FAILED_SCORE if unusable."""
-    value = results.get("metrics", {}).get(metric)
+def objective(results: CellResults | dict, metric: str) -> float:
+    """The number a sweeper optimises: the results' ``metrics[metric]``, FAILED_SCORE if
+    unusable."""
+    metrics = results.metrics if isinstance(results, CellResults) else results.get("metrics", {})
+    value = metrics.get(metric)
     if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
         log.warning(
             "metric '%s' is not a number in these results (%r); returning %s",
@@ -70,17 +70,18 @@ def objective(results: dict[str, Any], metric: str) -> float:
 
 def run_sweep_cell(cfg: DictConfig, run_dir: Path) -> float:
     """One job of a multirun: never raises an Exception (SystemExit/KeyboardInterrupt pass)."""
-    if secondary_process() and not cfg.method.finetune:
-        # The extra tasks of a multi-GPU job (SLURM tasks_per_node > 1) only join training.
-        return 0.0
     try:
+        typed = typed_config(cfg)
+        if secondary_process() and not typed.method.finetune:
+            # The extra tasks of a multi-GPU job (SLURM tasks_per_node > 1) only join training.
+            return 0.0
         with _cell_lock(run_dir) as mine:
             if not mine:
                 log.info(
                     "Another job of this sweep is running the cell in %s; leaving it to it", run_dir
                 )
                 return FAILED_SCORE
-            results, reused = run_tracked_cell(cfg, run_dir)
+            results, reused = run_tracked_cell(typed, run_dir)
     except SystemExit as done:
         # Ranks > 0 of a distributed fine-tuning leave with exit code 0 once training is done;
         # under submitit a task must return for its job to count as finished.
@@ -92,8 +93,8 @@ def run_sweep_cell(cfg: DictConfig, run_dir: Path) -> float:
         log.error("Cell failed: %s: %s (details: %s)", type(err).__name__, err, path)
         return FAILED_SCORE
     clear_failure(run_dir)
-    print(("[reused] " if reused else "") + format_summary(results))
-    return objective(results, str(cfg.optimized_metric))
+    print(("[reused] " if reused else "") + results.summary())
+    return objective(results, str(typed.optimized_metric))
 
 
 @contextmanager
@@ -119,4 +120,4 @@ def _cell_lock(run_dir: Path) -> Iterator[bool]:
         lock.release()
 
 
-__all__ = ["FAILED_FILE", "is_multirun", "objective", "run_sweep_cell", "run_tracked_cell"]
+__all__ = ["FAILED_SCORE", "is_multirun", "objective", "run_sweep_cell", "run_tracked_cell"]

@@ -1,4 +1,4 @@
-"""What every logger records about a cell: its name, tags and flat metrics."""
+"""What every logger records about a cell: its name, tags and flat metrics; the Tracker protocol."""
 
 from __future__ import annotations
 
@@ -6,27 +6,37 @@ import math
 from pathlib import Path
 from typing import Any, Protocol
 
-from omegaconf import DictConfig
+from kfr.cell.results import CellResults
+from kfr.core.schema import KfrConfig
 
 
 class Tracker(Protocol):
-    def log_results(self, results: dict[str, Any], run_dir: Path) -> None: ...
+    """The logger of one cell's run. Fine-tuning writes its curves through
+    :meth:`training_loggers` (Lightning loggers on this very run); the cell's results go
+    through :meth:`log_results`."""
+
+    def training_loggers(self) -> list[Any]: ...
+
+    def log_results(self, results: CellResults) -> None: ...
 
     def close(self, error: BaseException | None) -> None: ...
 
 
 class NullTracker:
-    def log_results(self, results: dict[str, Any], run_dir: Path) -> None:
+    def training_loggers(self) -> list[Any]:
+        return []
+
+    def log_results(self, results: CellResults) -> None:
         pass
 
     def close(self, error: BaseException | None) -> None:
         pass
 
 
-def data_label(cfg: DictConfig) -> str:
+def data_label(cfg: KfrConfig) -> str:
     """The data set's name; for data=custom, the questions file's name (``custom:<stem>``)."""
     name = str(cfg.data.name)
-    questions = cfg.data.get("questions")
+    questions = cfg.data.questions
     if name == "custom" and questions:
         return f"custom:{Path(str(questions)).stem}"
     return name
@@ -36,7 +46,7 @@ def _enum_value(value: Any) -> str:
     return str(getattr(value, "value", value))
 
 
-def run_name(cfg: DictConfig) -> str:
+def run_name(cfg: KfrConfig) -> str:
     """A readable name, e.g. ``smollm2_135m-novel_facts-ft_rag-k3-p4-0shot-s1``."""
     parts = [str(cfg.model.name), data_label(cfg), str(cfg.method.name)]
     if cfg.method.retrieve:
@@ -50,7 +60,7 @@ def run_name(cfg: DictConfig) -> str:
     return "-".join(parts)
 
 
-def run_tags(cfg: DictConfig) -> list[str]:
+def run_tags(cfg: KfrConfig) -> list[str]:
     return [str(cfg.method.name), str(cfg.model.name), str(cfg.data.name)]
 
 

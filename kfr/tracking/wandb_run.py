@@ -13,16 +13,18 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from kfr.config import config_hash
-from kfr.errors import UserError
+from kfr.cell.results import CellResults
+from kfr.core.errors import UserError
+from kfr.core.identity import config_hash
+from kfr.core.schema import KfrConfig, to_plain
 from kfr.tracking.base import flat_metrics, run_name, run_tags
 
 log = logging.getLogger(__name__)
 
 WANDB_MODES = ("offline", "online", "disabled")
-# Columns of the predictions table, in this order when present in predictions.jsonl.
+# Columns of the predictions table, in this order when present in the predictions.
 _TABLE_COLUMNS = (
     "id",
     "subject",
@@ -36,7 +38,7 @@ _TABLE_COLUMNS = (
 )
 
 
-def wandb_mode(cfg: DictConfig) -> str:
+def wandb_mode(cfg: KfrConfig | DictConfig) -> str:
     """WANDB_MODE from the environment when set, else logger.wandb.mode."""
     if os.environ.get("WANDB_MODE") == "":
         del os.environ["WANDB_MODE"]  # set but empty: unset (wandb itself rejects "")
@@ -51,13 +53,15 @@ def wandb_mode(cfg: DictConfig) -> str:
 
 
 class WandbTracker:
-    def __init__(self, cfg: DictConfig, run_dir: Path, mode: str) -> None:
+    """One W&B run per cell. Where the cell trains, Lightning writes into this same run through
+    :meth:`training_loggers` (a ``WandbLogger`` on it); the cell's results are logged here."""
+
+    def __init__(self, cfg: KfrConfig, run_dir: Path, mode: str) -> None:
         import wandb
 
         settings = cfg.logger.wandb
         run_dir.mkdir(parents=True, exist_ok=True)
-        config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-        assert isinstance(config, dict)
+        config = to_plain(cfg)
         config["config_hash"] = config_hash(cfg)
         config["run_dir"] = str(run_dir)
         try:
@@ -84,15 +88,22 @@ class WandbTracker:
         self.log_predictions = bool(settings.log_predictions)
         self.mode = mode
 
-    def log_results(self, results: dict[str, Any], run_dir: Path) -> None:
+    def training_loggers(self) -> list[Any]:
+        # Lightning is imported only by cells that train; experiment= attaches the logger to
+        # this run instead of starting another one.
+        from lightning.pytorch.loggers import WandbLogger
+
+        return [WandbLogger(experiment=self.run)]
+
+    def log_results(self, results: CellResults) -> None:
         import wandb
 
-        metrics = flat_metrics(results)
+        metrics = flat_metrics(results.to_json())
         self.run.log({k: v for k, v in metrics.items() if not k.startswith("timings/")})
         self.run.summary.update(metrics)
-        self.run.summary["config_hash"] = results.get("config_hash")
+        self.run.summary["config_hash"] = results.config_hash
         if self.log_predictions:
-            table = _predictions_table(run_dir / "predictions.jsonl")
+            table = _predictions_table(results.predictions or [])
             if table is not None:
                 self.run.log({"predictions": wandb.Table(**table)})
 
@@ -113,10 +124,7 @@ class WandbTracker:
             shutil.rmtree(wandb_dir, ignore_errors=True)
 
 
-def _predictions_table(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+def _predictions_table(records: list[dict[str, Any]]) -> dict[str, Any] | None:
     if not records:
         return None
     present = set().union(*records)

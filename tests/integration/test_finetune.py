@@ -69,12 +69,12 @@ def _cell(tmp_path, cache_dir, *overrides):
 def test_smollm2_lora_cell_trains_scores_and_reuses(tmp_path, cache_dir, smollm2):
     _write_data(tmp_path)
     results = run_cell(_cell(tmp_path, cache_dir, "finetune=lora"), tmp_path / "run1")
-    ft = results["finetune"]
+    ft = results.finetune
     print(json.dumps(ft, indent=1))
     assert ft["mode"] == "lora" and ft["reused"] is False
     assert ft["train_loss_last"] < ft["train_loss_first"]
-    assert results["metrics"]["n"] == len(PEOPLE)
-    assert results["scoring"]["checkpoint"] == ft["checkpoint"]
+    assert results.metrics["n"] == len(PEOPLE)
+    assert results.scoring["checkpoint"] == ft["checkpoint"]
     rows = list(csv.DictReader((tmp_path / "run1" / "finetune" / "metrics.csv").open()))
     assert len(rows) == ft["steps"]
     # The cell with retrieval on top reuses the checkpoint (it does not train again).
@@ -82,8 +82,8 @@ def test_smollm2_lora_cell_trains_scores_and_reuses(tmp_path, cache_dir, smollm2
         _cell(tmp_path, cache_dir, "finetune=lora", "method=ft_rag", "retriever.k=1"),
         tmp_path / "r2",
     )
-    assert again["finetune"]["reused"] is True
-    assert again["finetune"]["checkpoint"] == ft["checkpoint"]
+    assert again.finetune["reused"] is True
+    assert again.finetune["checkpoint"] == ft["checkpoint"]
 
 
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -103,9 +103,9 @@ def test_bf16_mixed_training_on_a_gpu(tmp_path, cache_dir, mode):
         "model.device=cuda",
     )
     results = run_cell(cfg, tmp_path / "run")
-    ft = results["finetune"]
+    ft = results.finetune
     assert ft["precision"] == "bf16-mixed" and ft["train_loss_last"] < ft["train_loss_first"]
-    assert results["scoring"]["device"].startswith("cuda")
+    assert results.scoring["device"].startswith("cuda")
 
 
 @pytest.mark.gpu
@@ -121,4 +121,4 @@ def test_qlora_with_cuda_kernels(tmp_path, cache_dir):
         "model.device=cuda",
     )
     results = run_cell(cfg, tmp_path / "run")
-    assert results["finetune"]["mode"] == "qlora" and results["finetune"]["steps"] > 0
+    assert results.finetune["mode"] == "qlora" and results.finetune["steps"] > 0

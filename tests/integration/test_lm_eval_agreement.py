@@ -21,7 +21,7 @@ from benchmarks.lm_eval_peer import (
     load_peer_model,
     task_contexts,
 )
-from kfr.config import PromptStyle
+from kfr.core.schema import PromptStyle
 from kfr.data.novel_facts import NovelFactsSpec, ensure_novel_facts
 from kfr.data.readers import read_questions
 from kfr.evaluation.loglikelihood import score_requests

@@ -31,7 +31,7 @@ def base_and_rag(tmp_path_factory, cache_dir):
 
 def test_minilm_retrieves_the_source_biography(base_and_rag):
     _, rag, _ = base_and_rag
-    metrics = rag["metrics"]
+    metrics = rag.metrics
     print(
         f"recall@1 {metrics['recall_at_1']:.3f}  recall@{rag['retrieval']['k']} "
         f"{metrics['recall_at_k']:.3f}"
@@ -42,9 +42,9 @@ def test_minilm_retrieves_the_source_biography(base_and_rag):
 
 def test_rag_accuracy_is_far_above_base(base_and_rag):
     base, rag, out = base_and_rag
-    base_acc, rag_acc = base["metrics"]["acc"], rag["metrics"]["acc"]
+    base_acc, rag_acc = base.metrics["acc"], rag.metrics["acc"]
     print(f"base acc {base_acc:.3f}  rag acc {rag_acc:.3f}  (chance 0.25)")
     assert rag_acc >= base_acc + 0.3
-    assert rag["retrieval"]["context"]["dropped_chunks"] == 0  # 3 biographies fit easily
+    assert rag.retrieval["context"]["dropped_chunks"] == 0  # 3 biographies fit easily
     record = json.loads((out / "rag" / "predictions.jsonl").read_text().splitlines()[0])
     assert record["retrieved_ids"][0] == "person-0001#0"

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from kfr.cell import run_cell
-from kfr.config import PromptStyle
+from kfr.core.schema import PromptStyle
 from kfr.data.schema import Question
 from kfr.evaluation.loglikelihood import score_requests
 from kfr.evaluation.metrics import predict
@@ -60,9 +60,9 @@ def test_smollm2_answers_well_known_facts(smollm2):
 def test_base_accuracy_on_novel_facts_is_near_chance(tmp_path, cache_dir):
     cfg = compose_config([f"paths.cache_dir={cache_dir}", "eval.progress=false"])
     results = run_cell(cfg, tmp_path)
-    acc = results["metrics"]["acc"]
+    acc = results.metrics["acc"]
     print(f"SmolLM2 base accuracy on novel_facts: {acc:.3f} (n={results['metrics']['n']})")
     assert 0.10 <= acc <= 0.45, "the novel facts should be unknown to the model"
     predictions = (tmp_path / "predictions.jsonl").read_text().splitlines()
-    assert len(predictions) == results["metrics"]["n"] == 240
+    assert len(predictions) == results.metrics["n"] == 240
     assert json.loads(predictions[0])["id"] == "person-0001-birth_city"

@@ -7,7 +7,7 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from kfr.config import config_hash
+from kfr.core.identity import config_hash
 from tests.conftest import CONF_DIR, compose_config
 
 GROUPS = sorted(
@@ -56,8 +56,8 @@ def test_mistakes_fail_at_composition(overrides, fragment):
 
 
 def test_keys_added_with_plus_are_rejected_by_validation():
-    from kfr.config import validate_config
-    from kfr.errors import UserError
+    from kfr.core.schema import validate_config
+    from kfr.core.errors import UserError
 
     cfg = compose_config(["+model.quantise=true"])  # `+` bypasses Hydra's struct mode
     with pytest.raises(UserError, match=r"field 'model\.quantise'"):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kfr.config import PromptStyle
+from kfr.core.schema import PromptStyle
 from kfr.data.schema import Question
 from kfr.evaluation.prompts import build_context, build_requests, select_fewshot
 

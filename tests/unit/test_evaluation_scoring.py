@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kfr.config import PromptStyle
+from kfr.core.schema import PromptStyle
 from kfr.data.schema import Question
 from kfr.evaluation.loglikelihood import score_requests, split_tokens
 from kfr.evaluation.prompts import ChoiceRequest, build_requests

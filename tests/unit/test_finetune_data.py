@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kfr.errors import UserError
+from kfr.core.errors import UserError
 from kfr.finetune.data import PackedKnowledgeData, encode_texts, pack_blocks
 
 TEXTS = [

@@ -14,9 +14,10 @@ from omegaconf import OmegaConf
 
 from kfr.data.loading import EvalData
 from kfr.data.schema import Document, Question
-from kfr.errors import UserError
+from kfr.core.errors import UserError
 from kfr.finetune import checkpoints, finetuned_model
-from kfr.finetune.modes import check_finetune_settings, load_finetuned, trainable_model
+from kfr.core.schema import typed_config
+from kfr.finetune.modes import check_finetune_settings, strategy
 from kfr.finetune.train import train
 from tests.conftest import compose_config
 
@@ -55,7 +56,7 @@ def ft_config(*overrides: str, cache: str):
         ]
     )
     OmegaConf.update(cfg, "paths.cache_dir", cache)
-    return cfg
+    return typed_config(cfg)
 
 
 def eval_data(documents=DOCUMENTS) -> EvalData:
@@ -157,7 +158,7 @@ def test_a_preempted_training_resumes_mid_epoch_to_the_same_weights(ft_cache, tm
 
 def test_lora_adapter_round_trip_gives_the_same_logits(ft_cache, tmp_path, cache_dir):
     cfg = ft_config("finetune=lora", cache=str(ft_cache))
-    model, _ = trainable_model(cfg, ft_cache)
+    model, _ = strategy(cfg.finetune.mode).trainable_model(cfg, ft_cache)
     # A freshly initialised adapter is a no-op (B = 0): give it weights to compare.
     with torch.no_grad():
         for name, param in model.named_parameters():
@@ -176,7 +177,7 @@ def test_lora_adapter_round_trip_gives_the_same_logits(ft_cache, tmp_path, cache
     reloaded = PeftModel.from_pretrained(base, str(tmp_path / "ckpt" / "adapter")).eval()
     assert torch.equal(_logits(reloaded, ids), expected)
     # ... and merged for scoring, to float rounding.
-    lm = load_finetuned(cfg, tmp_path / "ckpt", ft_cache)
+    lm = strategy(cfg.finetune.mode).load_for_scoring(cfg, tmp_path / "ckpt", ft_cache)
     assert not isinstance(lm.model, PeftModel)
     torch.testing.assert_close(_logits(lm.model, ids), expected, atol=1e-5, rtol=1e-5)
     assert lm.checkpoint == str(tmp_path / "ckpt")
@@ -266,7 +267,7 @@ def test_qlora_without_bitsandbytes_says_how_to_install_it(monkeypatch, tmp_path
 def test_unknown_lora_layers_name_the_ones_that_exist(ft_cache):
     cfg = ft_config("finetune=lora", "finetune.lora.target_modules=[qkv]", cache=str(ft_cache))
     with pytest.raises(UserError, match=r"target_modules.*q_proj"):
-        trainable_model(cfg, ft_cache)
+        strategy(cfg.finetune.mode).trainable_model(cfg, ft_cache)
 
 
 def test_run_cell_reports_the_training_and_copies_its_log(ft_cache, tmp_path):
@@ -282,12 +283,12 @@ def test_run_cell_reports_the_training_and_copies_its_log(ft_cache, tmp_path):
         cache=str(ft_cache),
     )
     results = run_cell(cfg, tmp_path / "run")
-    ft = results["finetune"]
+    ft = results.finetune
     assert ft["mode"] == "full" and ft["reused"] is False and ft["steps"] > 0  # the default
     for key in ("train_loss_first", "train_loss_last", "tokens", "tokens_per_s", "wall_s"):
         assert ft[key] is not None
     assert ft["paraphrases"]["requested_per_document"] == 0
-    assert results["scoring"]["checkpoint"] == ft["checkpoint"]
+    assert results.scoring["checkpoint"] == ft["checkpoint"]
     assert (tmp_path / "run" / "finetune" / "metrics.csv").is_file()
 
 
@@ -330,11 +331,11 @@ def test_training_curves_go_into_the_cells_wandb_run(ft_cache, tmp_path, monkeyp
     )
     run_dir = tmp_path / "run"
     with open_tracker(cfg, run_dir) as tracker:
-        results = run_cell(cfg, run_dir)
-        tracker.log_results(results, run_dir)
+        results = run_cell(cfg, run_dir, loggers=tracker.training_loggers())
+        tracker.log_results(results)
     (offline,) = (run_dir / "wandb").glob("offline-run-*")
     run = read_finished_run(offline)
     losses = [row["train/loss"] for row in run.history if "train/loss" in row]
-    assert len(losses) == results["finetune"]["steps"]  # one point per optimizer step
+    assert len(losses) == results.finetune["steps"]  # one point per optimizer step
     assert all(math.isfinite(x) for x in losses)
-    assert run.summary["acc"] == results["metrics"]["acc"] and run.exit_code == 0
+    assert run.summary["acc"] == results.metrics["acc"] and run.exit_code == 0

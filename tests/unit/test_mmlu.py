@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from kfr.config import config_hash
+from kfr.cli.mmlu import main
+from kfr.core.errors import UserError
+from kfr.core.identity import config_hash
 from kfr.data.cards import read_card, write_card
 from kfr.data.loading import load_eval_data
 from kfr.data.mmlu import (
@@ -19,10 +21,8 @@ from kfr.data.mmlu import (
     PAPER_SUBJECTS,
     find_local_copy,
     load_mmlu,
-    main,
     parse_subjects,
 )
-from kfr.errors import UserError
 from tests.conftest import compose_config
 from tests.unit.test_cli import run_kfr
 

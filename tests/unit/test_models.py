@@ -4,17 +4,19 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from kfr.config import ModelConfig
-from kfr.errors import UserError
+from kfr.core.schema import ModelConfig
+from kfr.core.errors import UserError
 from kfr.models import load_model
-from kfr.models.gguf_package import find_package_file
+from kfr.core.packages import find_package_file
 from tests.conftest import model_config
 
 
 def _hf_config(path: str, **extra) -> ModelConfig:
-    return OmegaConf.merge(
-        OmegaConf.structured(ModelConfig),
-        {"name": "local", "source": "hf", "path": path, "device": "cpu", **extra},
+    return OmegaConf.to_object(
+        OmegaConf.merge(
+            OmegaConf.structured(ModelConfig),
+            {"name": "local", "source": "hf", "path": path, "device": "cpu", **extra},
+        )
     )
 
 

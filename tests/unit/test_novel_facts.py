@@ -8,6 +8,8 @@ from collections import Counter
 import pytest
 
 import kfr.data.novel_facts as nf
+from kfr.cli.novel_facts import main
+from kfr.core.errors import UserError
 from kfr.data.novel_facts import (
     ATTRIBUTES,
     DOMAINS,
@@ -15,11 +17,9 @@ from kfr.data.novel_facts import (
     NovelFactsSpec,
     ensure_novel_facts,
     generate_novel_facts,
-    main,
     write_novel_facts,
 )
 from kfr.data.readers import read_knowledge_base, read_paraphrases, read_questions
-from kfr.errors import UserError
 
 FILES = ("knowledge.jsonl", "questions.jsonl", "paraphrases.jsonl", "card.json")
 FAMOUS = (

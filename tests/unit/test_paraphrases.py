@@ -11,7 +11,7 @@ from kfr.data.loading import EvalData
 from kfr.data.novel_facts import NovelFactsSpec, ensure_novel_facts
 from kfr.data.readers import read_knowledge_base, read_paraphrases
 from kfr.data.schema import Document
-from kfr.errors import UserError
+from kfr.core.errors import UserError
 from kfr.finetune.paraphrases import (
     generate_paraphrases,
     llm_paraphrases,
@@ -156,7 +156,7 @@ def test_transformers_generator_is_repeatable_for_a_seed(tiny_lm):
 
 
 def test_augment_settings_change_the_cell_hash_only_when_they_matter():
-    from kfr.config import config_hash
+    from kfr.core.identity import config_hash
 
     base = config_hash(compose_config())
     assert base == config_hash(compose_config(["augment.paraphrases=4", "finetune=full"]))

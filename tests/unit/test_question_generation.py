@@ -7,22 +7,22 @@ import json
 
 import pytest
 
-from kfr.data.cards import read_card
-from kfr.data.question_generation import (
+from kfr.builders.questions import (
     Candidate,
     QuestionSpec,
     SpecificityIndex,
     answer_supported,
     generate_questions,
-    main,
     validate_candidate,
 )
+from kfr.cli.questions import main
+from kfr.core.errors import UserError
+from kfr.core.http import HttpClient, HttpError, HttpPolicy
+from kfr.data.cards import read_card
 from kfr.data.readers import read_questions, write_knowledge_base_jsonl
 from kfr.data.schema import Document
-from kfr.errors import UserError
 from kfr.generation.backend import SamplingSettings
 from kfr.generation.openai_compat import OpenAICompatGenerator
-from kfr.http import HttpClient, HttpError, HttpPolicy
 from tests.unit.fake_server import FakeServer, start
 
 DOCS = [

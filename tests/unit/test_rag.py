@@ -9,16 +9,18 @@ from pathlib import Path
 import pytest
 from hydra.core.global_hydra import GlobalHydra
 
-from kfr.cell import format_summary, run_cell
-from kfr.config import PromptStyle, RetrieverConfig, config_hash
+from kfr.cell import run_cell
+from kfr.core.identity import config_hash
+from kfr.core.schema import PromptStyle, RetrieverConfig
 from kfr.data.readers import write_questions_jsonl
 from kfr.data.schema import Question
-from kfr.errors import UserError
+from kfr.core.errors import UserError
 from kfr.evaluation.prompts import build_context, build_requests
-from kfr.retrieval import cli as index_cli
+from kfr.cli import index as index_cli
 from kfr.retrieval import encoders
 from kfr.retrieval.chunking import Chunk
-from kfr.retrieval.retrieve import Hit, fit_passages, query_text, recall_at
+from kfr.evaluation.context import fit_passages
+from kfr.retrieval.retrieve import Hit, query_text, recall_at
 from tests.conftest import compose_config
 from tests.unit.retrieval_fakes import HashingEncoder
 
@@ -34,29 +36,29 @@ def test_k0_gives_exactly_the_base_predictions(tmp_path, cache_dir):
     common = [*TINY, "data.limit=24", f"paths.cache_dir={cache_dir}"]
     base = run_cell(compose_config(common), tmp_path / "base")
     rag = run_cell(compose_config([*common, "method=rag", "retriever.k=0"]), tmp_path / "rag")
-    assert rag["metrics"]["acc"] == base["metrics"]["acc"]
-    assert rag["metrics"]["recall_at_k"] is None and rag["retrieval"]["index_dir"] is None
+    assert rag.metrics["acc"] == base.metrics["acc"]
+    assert rag.metrics["recall_at_k"] is None and rag.retrieval["index_dir"] is None
     for b, r in zip(_predictions(tmp_path / "base"), _predictions(tmp_path / "rag"), strict=True):
         assert r["loglikelihoods"] == b["loglikelihoods"]  # same prompts, same numbers
         assert r["retrieved_ids"] == [] and r["passages_used"] == 0
-    assert "recall@" not in format_summary(rag)
+    assert "recall@" not in rag.summary()
 
 
 def test_rag_with_minilm_retrieves_the_source_document_and_reuses_the_index(tmp_path, cache_dir):
     overrides = [*TINY, "method=rag", "retriever.k=2", "data.limit=30"]
     first = run_cell(compose_config([*overrides, f"paths.cache_dir={cache_dir}"]), tmp_path / "a")
-    m = first["metrics"]
+    m = first.metrics
     assert m["recall_at_1"] >= 0.9 and m["recall_at_k"] >= m["recall_at_1"]
-    info = first["retrieval"]
+    info = first.retrieval
     assert info["k"] == 2 and info["index"] == "Flat" and info["chunks"] >= 40
     assert info["context"]["questions_with_dropped_chunks"] == 0
     record = _predictions(tmp_path / "a")[0]
     assert len(record["retrieved_ids"]) == 2 and record["retrieved_ids"][0].startswith("person-")
     assert record["retrieved_scores"][0] >= record["retrieved_scores"][1]
-    assert "recall@2" in format_summary(first)
+    assert "recall@2" in first.summary()
     second = run_cell(compose_config([*overrides, "retriever.k=1"]), tmp_path / "b")
-    assert second["retrieval"]["index_reused"]
-    assert second["retrieval"]["index_dir"] == info["index_dir"]
+    assert second.retrieval["index_reused"]
+    assert second.retrieval["index_dir"] == info["index_dir"]
 
 
 def test_config_hash_ignores_the_retriever_unless_the_method_retrieves():

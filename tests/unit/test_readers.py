@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from kfr.core.errors import UserError
 from kfr.data.readers import (
     load_hf_questions,
     mmlu_subject,
@@ -20,7 +21,6 @@ from kfr.data.readers import (
     write_questions_jsonl,
 )
 from kfr.data.schema import Document, Question
-from kfr.errors import UserError
 
 GOOD_DOC = {"id": "d1", "text": "Some text."}
 GOOD_Q = {"id": "q1", "question": "Why?", "choices": ["a", "b", "c", "d"], "answer": 1}

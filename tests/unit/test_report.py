@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from kfr.cli.report import main as report_main
 from kfr.report import build_report
-from kfr.report.cli import main as report_main
 from kfr.report.paper import PAPER_TABLE1, PAPER_TABLE2
 from tests.conftest import REPO_ROOT, compose_config
 

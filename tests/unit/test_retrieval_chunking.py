@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from kfr.data.schema import Document
-from kfr.errors import UserError
+from kfr.core.errors import UserError
 from kfr.retrieval.chunking import Chunk, chunk_corpus
 
 

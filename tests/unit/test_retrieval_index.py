@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from kfr.errors import UserError
+from kfr.core.errors import UserError
 from kfr.retrieval import faiss_index
 from kfr.retrieval.faiss_index import (
     apply_search_params,

@@ -13,19 +13,29 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from kfr.errors import UserError
-from kfr.sweeps.jobs import (
-    FAILED_SCORE,
-    clear_failure,
-    format_failures,
-    job_dirname,
-    record_failure,
-    relevant_overrides,
-    scan_cells,
-)
+from kfr.cell.folder import clear_failure, format_failures, record_failure, scan_cells
+from kfr.core.errors import UserError
+from kfr.core.identity import cell_dirname, relevant_overrides
 from kfr.sweeps.summary import check_required_settings
-from kfr.sweeps.task import objective
+from kfr.sweeps.task import FAILED_SCORE, objective
 from tests.conftest import CONF_DIR, REPO_ROOT
+
+
+def _cell(*, retrieve: bool = True, finetune: bool = True, paraphrases: int = 1) -> dict:
+    """The parts of a cell's config its folder name depends on."""
+    reads = (["retriever"] if retrieve else []) + (
+        ["finetune", "trainer", "augment"] if finetune else []
+    )
+    method = {"name": "m", "retrieve": retrieve, "finetune": finetune, "reads": reads}
+    augment = {"paraphrases": paraphrases, "source": "template"}
+    return {"method": method, "augment": augment, "finetune": {"mode": "full"}}
+
+
+def job_dirname(overrides, _exclude=(), retrieve=True, finetune=True, paraphrases=1) -> str:
+    # Overrides that never identify a cell (experiment=...) are declared in kfr.core.identity.
+    return cell_dirname(
+        overrides, _cell(retrieve=retrieve, finetune=finetune, paraphrases=paraphrases)
+    )
 
 
 def test_cell_folder_leaves_out_settings_the_method_ignores():
@@ -34,12 +44,12 @@ def test_cell_folder_leaves_out_settings_the_method_ignores():
     rag = ["method=rag", "retriever.k=3", "augment.paraphrases=4", "seed=1"]
     assert job_dirname(rag, [], True, False, 4) == "method=rag,retriever.k=3,seed=1"
     ft_reg = ["method=ft", "augment.paraphrases=0", "augment.source=llm", "retriever.k=3"]
-    assert relevant_overrides(ft_reg, retrieve=False, finetune=True, paraphrases=0) == [
+    assert relevant_overrides(ft_reg, _cell(retrieve=False, finetune=True, paraphrases=0)) == [
         "augment.paraphrases=0",
         "method=ft",
     ]
     ft_par = ["method=ft", "augment.paraphrases=4", "augment.source=llm", "+finetune.lr=1e-5"]
-    assert relevant_overrides(ft_par, retrieve=False, finetune=True, paraphrases=4) == [
+    assert relevant_overrides(ft_par, _cell(retrieve=False, finetune=True, paraphrases=4)) == [
         "+finetune.lr=1e-5",
         "augment.paraphrases=4",
         "augment.source=llm",
@@ -94,7 +104,7 @@ def test_sweep_objective_is_never_nan():
 
 
 def _compose(overrides: list[str]):
-    import kfr.config  # noqa: F401  (schema and resolvers)
+    import kfr.core.identity  # noqa: F401  (schema and resolvers)
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name="config", overrides=overrides, return_hydra_config=True)
@@ -171,7 +181,7 @@ def test_submit_script_quotes_every_argument_and_cleans_the_driver_environment(t
 
 def test_relevant_overrides_match_hydra_override_dirname_order():
     # Hydra sorts override_dirname's items; kfr's names keep that order.
-    assert relevant_overrides(["seed=1", "method=rag", "model=tiny_llama"]) == [
+    assert relevant_overrides(["seed=1", "method=rag", "model=tiny_llama"], _cell()) == [
         "method=rag",
         "model=tiny_llama",
         "seed=1",

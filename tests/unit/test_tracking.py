@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import csv
-import json
 
 import pytest
 
-from kfr.config import TrackerKind
-from kfr.tracking import flat_metrics, lightning_loggers, open_tracker, run_name, tracker_kind
+from kfr.cell.results import CellResults
+from kfr.core.schema import TrackerKind
+from kfr.tracking import flat_metrics, open_tracker, run_name, tracker_kind
 from tests.conftest import compose_config
 from tests.unit.wandb_offline import read_finished_run
 
@@ -28,6 +28,14 @@ RESULTS = {
 }
 
 
+def _results(predictions=None) -> CellResults:
+    """RESULTS as a cell hands them to its tracker (in memory, with its predictions)."""
+    cell = {"model": "tiny_llama", "data": "novel_facts", "method": "rag"}
+    results = CellResults.from_json({"cell": cell, **RESULTS})
+    results.predictions = predictions
+    return results
+
+
 def test_run_names_tags_and_flat_metrics():
     cfg = compose_config(["method=ft_rag", "model=tiny_llama", "augment.paraphrases=4", "seed=2"])
     assert run_name(cfg) == "tiny_llama-novel_facts-ft_rag-k3-p4-0shot-s2"
@@ -44,14 +52,15 @@ def test_csv_logger_and_wandb_off_fallback(tmp_path, monkeypatch):
     cfg = compose_config(["logger=wandb", "experiment_name=study"])
     assert tracker_kind(cfg) is TrackerKind.csv  # W&B turned off: CSV instead
     with open_tracker(cfg, tmp_path) as tracker:
-        tracker.log_results(RESULTS, tmp_path)
+        tracker.log_results(_results())
+        training_loggers = tracker.training_loggers()
     (row,) = csv.DictReader((tmp_path / "metrics.csv").open())
     assert row["group"] == "study" and row["job_type"] == "base" and row["acc"] == "0.5"
     assert row["tags"] == "base smollm2_135m novel_facts"
-    assert lightning_loggers(cfg) == []
+    assert training_loggers == []
     none_dir = tmp_path / "none"
     with open_tracker(compose_config(["logger=none"]), none_dir) as tracker:
-        tracker.log_results(RESULTS, none_dir)
+        tracker.log_results(_results())
     assert not none_dir.exists()
 
 
@@ -65,14 +74,13 @@ def test_wandb_offline_runs_hold_config_group_tags_and_summary(tmp_path, monkeyp
     ok_dir, failed_dir = tmp_path / "ok", tmp_path / "failed"
     ok_dir.mkdir()
     predictions = [{"id": "q0", "prediction": 1, "correct": True, "retrieved_ids": ["d1", "d2"]}]
-    (ok_dir / "predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in predictions))
     with open_tracker(cfg, ok_dir) as tracker:
         import wandb
 
         assert wandb.run is not None
-        (logger,) = lightning_loggers(cfg)  # fine-tuning curves go into this very run
+        (logger,) = tracker.training_loggers()  # fine-tuning curves go into this very run
         assert logger.experiment is wandb.run
-        tracker.log_results(RESULTS, ok_dir)
+        tracker.log_results(_results(predictions))
     assert wandb.run is None  # finished: nothing leaks into the next cell
     with pytest.raises(RuntimeError, match="boom"), open_tracker(cfg, failed_dir):
         raise RuntimeError("boom")

@@ -11,11 +11,11 @@ import json
 
 import pytest
 
+from kfr.builders.wikipedia.cleaner import article_title, clean_html
+from kfr.cli.kb import main
+from kfr.core.http import HttpClient, HttpError, HttpPolicy
 from kfr.data.cards import read_card
-from kfr.data.kb_cli import main
 from kfr.data.readers import read_knowledge_base
-from kfr.data.wiki_text import article_title, clean_html
-from kfr.http import HttpClient, HttpError, HttpPolicy
 from tests.unit.fake_server import FakeServer, start
 
 REF = '<sup class="reference"><a href="#c1">[1]</a></sup>'
@@ -228,5 +228,5 @@ def test_card_command(tmp_path, capsys, wiki):
     assert _kb(wiki, tmp_path) == 0
     capsys.readouterr()
     assert main(["card", str(tmp_path / "kb.jsonl")]) == 0
-    assert json.loads(capsys.readouterr().out)["tool"] == "kfr.data.wikipedia"
+    assert json.loads(capsys.readouterr().out)["tool"] == "kfr.builders.wikipedia"
     assert main(["card", str(tmp_path / "nothing.jsonl")]) == 2

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from kfr.errors import USER_ERROR_EXIT_CODE
+from kfr.core.errors import USER_ERROR_EXIT_CODE
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,11 +1,22 @@
 """JSON over HTTP with retries, exponential backoff and a rate limit (standard library only).
 
-Used by everything in kfr that talks to a web service: the Wikipedia knowledge-base builder
-(MediaWiki API) and the OpenAI-compatible text-generation client. What is retried: connection
-failures and time-outs, HTTP 429 and 5xx, and a reply that is not JSON (a proxy's error page);
-the wait doubles from ``backoff_s`` up to ``max_backoff_s`` and honours ``Retry-After``. Other
-HTTP errors (400, 401, 404, ...) are not retried. When the attempts run out the caller gets a
-one-line :class:`~kfr.errors.UserError` naming the URL and the last problem.
+This is kfr's one retry policy for the web: everything in kfr that talks to a web service (the
+Wikipedia knowledge-base builder through the MediaWiki API, the OpenAI-compatible text-generation
+client) sends its requests through :class:`HttpClient`, and nothing retries on top of it.
+
+What is retried: connection failures and time-outs, HTTP 429 and 5xx, a reply that is not JSON
+(a proxy's error page), and a JSON reply ``{"error": {"code": C, ...}}`` whose ``C`` is in
+:attr:`HttpPolicy.retry_error_codes` (APIs that report overload in a successful reply, such as
+MediaWiki's ``maxlag``). Every attempt counts against the same ``retries``; the wait doubles
+from ``backoff_s`` up to ``max_backoff_s`` and honours ``Retry-After``. Other HTTP errors (400,
+401, 404, ...) are not retried. When the attempts run out the caller gets a one-line
+:class:`~kfr.core.errors.UserError` naming the URL and the last problem.
+
+Why kfr's own client rather than ``requests`` with ``urllib3.util.Retry``: it needs no extra
+dependency (``requests`` is not one of kfr's), and it does what ``Retry`` does not: a rate limit
+shared by the threads that use one client (``min_interval_s``, Wikimedia's etiquette), retries
+decided by the reply's body (not JSON; an API error code in a 200 reply) with ``Retry-After``
+honoured there too, and a one-line user error instead of a chain of urllib3 exceptions.
 """
 
 from __future__ import annotations
@@ -24,7 +35,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kfr.errors import UserError
+from kfr import __version__
+from kfr.core.errors import UserError
 
 CONTACT_ENV = "KFR_CONTACT"
 # Web services (Wikimedia's policy says so explicitly) ask clients to say who they are and how
@@ -35,8 +47,6 @@ _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 
 def user_agent(contact: str | None = None) -> str:
     """``kfr/<version> (<contact>) Python/<version>``."""
-    from kfr import __version__
-
     contact = contact or os.environ.get(CONTACT_ENV) or DEFAULT_CONTACT
     return f"kfr/{__version__} ({contact}) Python/{platform.python_version()}"
 
@@ -50,6 +60,9 @@ class HttpPolicy:
     timeout_s: float = 60.0
     contact: str | None = None  # put into the User-Agent (default: $KFR_CONTACT)
     headers: dict[str, str] = field(default_factory=dict)
+    # JSON replies {"error": {"code": C}} retried like a 503 when C is here (e.g. MediaWiki's
+    # "maxlag"); other error replies are returned to the caller as they are.
+    retry_error_codes: frozenset[str] = frozenset()
 
 
 class HttpError(UserError):
@@ -62,9 +75,12 @@ class HttpError(UserError):
 
 
 class _Retry(Exception):
-    def __init__(self, reason: str, wait: float | None = None) -> None:
+    """A failed attempt worth repeating; ``status`` is its HTTP status (None: no reply)."""
+
+    def __init__(self, reason: str, wait: float | None = None, status: int | None = None) -> None:
         self.reason = reason
         self.wait = wait
+        self.status = status
         super().__init__(reason)
 
 
@@ -99,6 +115,14 @@ def error_detail(body: str) -> str:
     return _snippet(body)
 
 
+def _error_code(reply: Any) -> str | None:
+    """``C`` of a JSON reply ``{"error": {"code": C, ...}}``, else None."""
+    error = reply.get("error") if isinstance(reply, dict) else None
+    if isinstance(error, dict) and error.get("code") is not None:
+        return str(error["code"])
+    return None
+
+
 class HttpClient:
     """Sends JSON requests under one :class:`HttpPolicy`; thread-safe rate limiting."""
 
@@ -125,10 +149,13 @@ class HttpClient:
         try:
             with urllib.request.urlopen(request, timeout=self.policy.timeout_s) as response:
                 text = _body_text(response.read(), response.headers)
+                status, headers = response.status, response.headers
         except urllib.error.HTTPError as e:
             body = _body_text(e.read() or b"", e.headers)
             if e.code in _RETRY_STATUS:
-                raise _Retry(f"HTTP {e.code}: {error_detail(body)}", _retry_after(e.headers)) from e
+                raise _Retry(
+                    f"HTTP {e.code}: {error_detail(body)}", _retry_after(e.headers), e.code
+                ) from e
             raise HttpError(
                 f"{request.full_url}: HTTP {e.code} {e.reason}: {error_detail(body)}",
                 status=e.code,
@@ -138,9 +165,15 @@ class HttpClient:
             reason = getattr(e, "reason", None) or e
             raise _Retry(f"cannot connect ({reason})") from e
         try:
-            return json.loads(text)
+            reply = json.loads(text)
         except json.JSONDecodeError as e:
-            raise _Retry(f"the reply is not JSON ({e.msg}): {_snippet(text, 80)!r}") from e
+            reason = f"the reply is not JSON ({e.msg}): {_snippet(text, 80)!r}"
+            raise _Retry(reason, status=status) from e
+        code = _error_code(reply)
+        if code is not None and code in self.policy.retry_error_codes:
+            reason = f"API error {code}: {error_detail(text)}"
+            raise _Retry(reason, _retry_after(headers), status)
+        return reply
 
     def request_json(
         self,
@@ -174,7 +207,7 @@ class HttpClient:
                 if attempt == attempts:
                     raise HttpError(
                         f"{_redact(url)}: {retry.reason} (gave up after {attempts} attempts)",
-                        status=None,
+                        status=retry.status,
                     ) from None
                 delay = retry.wait if retry.wait is not None else wait
                 self.sleep(min(delay, self.policy.max_backoff_s))

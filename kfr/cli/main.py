@@ -21,10 +21,11 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from kfr import config as _schema  # noqa: F401  (registers kfr_schema before composition)
-from kfr.cell import format_summary
-from kfr.console import exit_user_error, quiet_libraries, run_hydra_command
-from kfr.errors import UserError
+from kfr.cli.console import exit_user_error, quiet_libraries, run_hydra_command
+from kfr.core import identity as _resolvers  # noqa: F401  (cell folder names, exclusions)
+from kfr.core.errors import UserError
+from kfr.core.paths import CONFIG_DIR
+from kfr.core.schema import register_schema
 from kfr.sweeps.summary import failed_cells_of_last_sweep
 from kfr.sweeps.task import is_multirun, objective, run_sweep_cell, run_tracked_cell
 
@@ -50,9 +51,7 @@ def _remove_hydra_leftovers(run_dir: Path, output_root: Path) -> None:
         parent = parent.parent
 
 
-# The config tree lives at the repository top level (conf/), beside the package; kfr is installed
-# in editable mode, so this absolute path is valid wherever the command is run from.
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+register_schema()  # kfr_schema, before Hydra composes
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
@@ -68,7 +67,7 @@ def _run(cfg: DictConfig) -> float:
     except UserError as err:
         _remove_hydra_leftovers(run_dir, Path(cfg.paths.output_root))
         exit_user_error("kfr", err)
-    print(format_summary(results))
+    print(results.summary())
     print(f"results: {run_dir / 'results.json'}")
     return objective(results, str(cfg.optimized_metric))
 

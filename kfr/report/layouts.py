@@ -1,4 +1,4 @@
-"""Aggregate cells over seeds and lay them out as the paper does.
+"""The paper's table layouts: which aggregate fills which row and column.
 
 - Methods table (paper Table 1): rows task x shots, per model the columns Base / Base+RAG / FT /
   FT+RAG. RAG columns show the best K (the paper's practice: "the table reports the best K per
@@ -7,19 +7,19 @@
   FT-par, FT-reg+RAG, FT-par+RAG; made for every task whose fine-tuning used paraphrases.
 - Curves: accuracy against the paraphrase count and against K, when a sweep varied them.
 
-Every value is the mean over seeds with a 95% interval (Student t over seeds; with one seed, the
-cell's bootstrap interval over questions), the relative gain over Base, and the paper's value
-where the paper has that cell. A position without results is shown as "—" and listed.
+Every position shows the paper's value where the paper has that cell. A position without results
+is shown as "—" and listed as missing, or as FAILED / NO RESULT when a cell was tried there.
+Aggregation over seeds is :mod:`kfr.report.aggregates`; the text of a position is
+:mod:`kfr.report.render`.
 """
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 
-from kfr.report.collect import Attempt, CellResult
+from kfr.report.aggregates import Aggregate, Picked, Selector, pick
+from kfr.report.collect import Attempt
 from kfr.report.paper import (
     CURRENT_EVENTS,
     PAPER_MODELS,
@@ -27,110 +27,14 @@ from kfr.report.paper import (
     paper_table1,
     paper_table2,
 )
-
-MISSING = "—"
-METHOD_LABELS = {"base": "Base", "rag": "Base+RAG", "ft": "FT", "ft_rag": "FT+RAG"}
-MODEL_LABELS = {"mistral_7b": "Mistral-7B", "llama2_7b": "Llama2-7B", "orca2_7b": "Orca2-7B"}
-# Student t 97.5% quantiles by degrees of freedom (two-sided 95% intervals over seeds).
-_T975 = (
-    12.706,
-    4.303,
-    3.182,
-    2.776,
-    2.571,
-    2.447,
-    2.365,
-    2.306,
-    2.262,
-    2.228,
-    2.201,
-    2.179,
-    2.160,
-    2.145,
-    2.131,
-    2.120,
-    2.110,
-    2.101,
-    2.093,
-    2.086,
+from kfr.report.render import (
+    METHOD_LABELS,
+    MISSING,
+    Table,
+    format_position,
+    model_label,
+    position_record,
 )
-
-
-def t975(df: int) -> float:
-    return _T975[df - 1] if df <= len(_T975) else 1.96 + 2.4 / df
-
-
-def model_label(model: str) -> str:
-    return MODEL_LABELS.get(model, model)
-
-
-@dataclass
-class Aggregate:
-    """The cells of one setting that differ only by seed."""
-
-    model: str
-    task: str
-    shots: int
-    method: str
-    k: int | None
-    paraphrases: int | None
-    variant: str
-    cells: list[CellResult] = field(default_factory=list)
-
-    @property
-    def seeds(self) -> int:
-        return len(self.cells)
-
-    @property
-    def mean(self) -> float:
-        return sum(c.acc for c in self.cells) / len(self.cells)
-
-    @property
-    def ci95(self) -> tuple[float, float] | None:
-        if len(self.cells) == 1:
-            return self.cells[0].acc_ci95
-        n, mean = len(self.cells), self.mean
-        sd = math.sqrt(sum((c.acc - mean) ** 2 for c in self.cells) / (n - 1))
-        half = t975(n - 1) * sd / math.sqrt(n)
-        return (mean - half, mean + half)
-
-    @property
-    def ci_over(self) -> str:
-        return "seeds" if len(self.cells) > 1 else "questions"
-
-    @property
-    def cards(self) -> set[str]:
-        return {c.card_digest or "none" for c in self.cells}
-
-
-def aggregate(cells: Iterable[CellResult]) -> list[Aggregate]:
-    """Group cells by setting; one cell per seed (the first found, by folder name)."""
-    groups: dict[tuple, Aggregate] = {}
-    for cell in sorted(cells, key=lambda c: str(c.path)):
-        key = (
-            cell.model,
-            cell.task,
-            cell.shots,
-            cell.method,
-            cell.k,
-            cell.paraphrases,
-            cell.variant,
-        )
-        agg = groups.setdefault(key, Aggregate(*key))
-        if all(c.seed != cell.seed for c in agg.cells):
-            agg.cells.append(cell)
-    return list(groups.values())
-
-
-@dataclass
-class Picked:
-    """The aggregate shown at one table position, and among how many it was the best."""
-
-    agg: Aggregate
-    candidates: int
-
-
-Selector = Callable[[Sequence[Aggregate]], list[Aggregate]]
 
 
 def _reg_first(aggs: Sequence[Aggregate]) -> list[Aggregate]:
@@ -151,96 +55,6 @@ def _par(aggs: Sequence[Aggregate]) -> list[Aggregate]:
     return [a for a in aggs if counts and a.paraphrases == max(counts)]
 
 
-def pick(aggs: Sequence[Aggregate], method: str, select: Selector | None = None) -> Picked | None:
-    """The best (highest mean) aggregate of ``method`` after ``select``; RAG: the best K."""
-    candidates = [a for a in aggs if a.method == method]
-    if select is not None:
-        candidates = select(candidates)
-    if not candidates:
-        return None
-    best = max(candidates, key=lambda a: (a.mean, a.seeds))
-    return Picked(best, len(candidates))
-
-
-@dataclass
-class Table:
-    name: str  # file name stem of its CSV
-    title: str
-    header: list[str]
-    rows: list[list[str]]
-    records: list[dict[str, object]]  # one per filled or missing position, for CSV
-    notes: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-
-    def markdown(self) -> str:
-        lines = [f"### {self.title}", ""]
-        lines.append("| " + " | ".join(self.header) + " |")
-        lines.append("|" + "|".join("---" for _ in self.header) + "|")
-        lines += ["| " + " | ".join(row) + " |" for row in self.rows]
-        if self.notes:
-            lines += ["", *self.notes]
-        return "\n".join(lines)
-
-
-def _format(
-    picked: Picked | None,
-    base: Picked | None,
-    paper: float | None,
-    max_seeds: int,
-    *,
-    show_k: bool = True,
-    absent: str = MISSING,
-) -> str:
-    if picked is None:
-        return f"{absent} [paper {paper:.3f}]" if paper is not None else absent
-    agg = picked.agg
-    text = f"{agg.mean:.3f}"
-    ci = agg.ci95
-    if ci is not None:
-        text += f"±{(ci[1] - ci[0]) / 2:.3f}"
-    if show_k and agg.k is not None and agg.method in ("rag", "ft_rag"):
-        text += f" K={agg.k}"
-    if agg.seeds != max_seeds:
-        text += f" s={agg.seeds}"
-    if base is not None and agg is not base.agg and base.agg.mean > 0:
-        text += f" ({(agg.mean - base.agg.mean) / base.agg.mean:+.1%})"
-    if paper is not None:
-        text += f" [paper {paper:.3f}]"
-    return text
-
-
-def _record(
-    table: str,
-    position: dict[str, object],
-    picked: Picked | None,
-    base: Picked | None,
-    paper: float | None,
-    absent: str = "missing",
-) -> dict[str, object]:
-    record: dict[str, object] = {"table": table, **position, "paper": paper}
-    if picked is None:
-        return record | {"status": absent}
-    agg = picked.agg
-    ci = agg.ci95
-    gain = None
-    if base is not None and agg is not base.agg and base.agg.mean > 0:
-        gain = round((agg.mean - base.agg.mean) / base.agg.mean, 6)
-    return record | {
-        "status": "ok",
-        "acc_mean": round(agg.mean, 6),
-        "ci95_low": None if ci is None else round(ci[0], 6),
-        "ci95_high": None if ci is None else round(ci[1], 6),
-        "ci_over": agg.ci_over,
-        "seeds": agg.seeds,
-        "k": agg.k,
-        "paraphrases": agg.paraphrases,
-        "relative_gain": gain,
-        "candidates": picked.candidates,
-        "data_cards": " ".join(sorted(agg.cards)),
-        "folders": " ".join(str(c.path) for c in agg.cells),
-    }
-
-
 Placed = Aggregate | Attempt
 
 
@@ -258,16 +72,6 @@ def _absent(attempts: Sequence[Attempt], method: str, select: Selector | None = 
         tried = [a for a in tried if a.paraphrases]
     statuses = {a.status for a in tried}
     return "FAILED" if "FAILED" in statuses else "NO RESULT" if statuses else MISSING
-
-
-def legend() -> str:
-    return (
-        "Each cell: accuracy, the mean over seeds ± the half-width of its 95% interval (Student t "
-        "over seeds; with one seed, the bootstrap interval over questions); K = retrieved chunks "
-        "(the best K is shown, as in the paper); s = seeds, where fewer than in other cells; "
-        f"(relative gain over Base); [the paper's value]. {MISSING} = never run; FAILED / "
-        "NO RESULT = tried, listed under 'Missing and failed cells'."
-    )
 
 
 def methods_table(aggs: list[Aggregate], attempts: Sequence[Attempt] = ()) -> Table | None:
@@ -300,9 +104,9 @@ def methods_table(aggs: list[Aggregate], attempts: Sequence[Attempt] = ()) -> Ta
                 picked = pick(here, method, selectors.get(method))
                 paper = paper_table1(model, task, shots, method)
                 absent = _absent(tried[(task, shots, model)], method)
-                row.append(_format(picked, base, paper, max_seeds, absent=absent))
+                row.append(format_position(picked, base, paper, max_seeds, absent=absent))
                 position = {"task": task, "shots": shots, "model": model, "method": method}
-                records.append(_record("methods", position, picked, base, paper, absent))
+                records.append(position_record("methods", position, picked, base, paper, absent))
                 if picked is None and absent == MISSING:
                     missing.append(f"{model} {task} {shots}-shot {METHOD_LABELS[method]}")
         rows.append(row)
@@ -354,10 +158,10 @@ def paraphrase_tables(aggs: list[Aggregate], attempts: Sequence[Attempt] = ()) -
                 picked = pick(model_aggs, method, select)
                 paper = paper_table2(model, task, shots, key)
                 absent = _absent(model_tried, method, select)
-                row.append(_format(picked, base, paper, max_seeds, absent=absent))
+                row.append(format_position(picked, base, paper, max_seeds, absent=absent))
                 position = {"task": task, "shots": shots, "model": model, "method": key}
                 table_name = f"paraphrases_{task}"
-                records.append(_record(table_name, position, picked, base, paper, absent))
+                records.append(position_record(table_name, position, picked, base, paper, absent))
                 if picked is None and absent == MISSING:
                     missing.append(f"{model} {task} {shots}-shot {label}")
             rows.append(row)
@@ -407,12 +211,11 @@ def curve_table(aggs: list[Aggregate], axis: str) -> Table | None:
             row.append(
                 MISSING
                 if agg is None
-                else _format(Picked(agg, 1), None, None, agg.seeds, show_k=axis != "k")
+                else format_position(Picked(agg, 1), None, None, agg.seeds, show_k=axis != "k")
             )
             position = {"task": task, "shots": shots, "model": model, "method": method, axis: value}
-            records.append(
-                _record(f"by_{axis}", position, None if agg is None else Picked(agg, 1), None, None)
-            )
+            picked = None if agg is None else Picked(agg, 1)
+            records.append(position_record(f"by_{axis}", position, picked, None, None))
         rows.append(row)
     header = ["Model", "Task", "Shots", "Method"] + [f"{label}={v}" for v in values]
     title = f"Accuracy vs {'paraphrase count' if axis == 'paraphrases' else 'K'}"

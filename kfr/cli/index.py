@@ -14,22 +14,21 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from kfr.cli import CONFIG_DIR
-from kfr.config import validate_config
-from kfr.console import exit_user_error, quiet_libraries, run_hydra_command
-from kfr.errors import UserError
+from kfr.cli.console import exit_user_error, quiet_libraries, run_hydra_command
+from kfr.core.errors import UserError
+from kfr.core.paths import CONFIG_DIR
+from kfr.core.schema import KfrConfig, typed_config
+from kfr.data.loading import load_eval_data
+from kfr.retrieval.cache import ensure_index
+from kfr.retrieval.encoders import load_encoder, resolve_encoder_device
+from kfr.retrieval.faiss_index import faiss_gpus
 
 PROG = "kfr-index"
 
 
-def build_index_for(cfg: DictConfig, *, progress: bool = True):
+def build_index_for(cfg: KfrConfig | DictConfig, *, progress: bool = True):
     """Build (or find) the index ``cfg.retriever`` describes over ``cfg.data``'s knowledge base."""
-    from kfr.data.loading import load_eval_data
-    from kfr.retrieval.cache import ensure_index
-    from kfr.retrieval.encoders import load_encoder, resolve_encoder_device
-    from kfr.retrieval.faiss_index import faiss_gpus
-
-    validate_config(cfg)
+    cfg = typed_config(cfg)
     cache_dir = Path(cfg.paths.cache_dir)
     # The questions are read too: their source_ids are checked against the documents now,
     # not in the middle of the sweep.

@@ -6,7 +6,7 @@
     kfr-kb card kb/anatomy.jsonl
 
 Errors end with one line on stderr and exit code 2; the output file and its card are written
-only when the whole build succeeded.
+only when the whole build succeeded. The builder itself is :mod:`kfr.builders.wikipedia`.
 """
 
 from __future__ import annotations
@@ -16,16 +16,24 @@ import json
 import sys
 from pathlib import Path
 
+from kfr.builders.wikipedia import (
+    DEFAULT_API,
+    PRESETS,
+    ChunkSettings,
+    MediaWiki,
+    WikipediaSpec,
+    build_wikipedia_kb,
+    mediawiki_policy,
+    rebuild_wikipedia_kb,
+)
+from kfr.core.errors import USER_ERROR_EXIT_CODE, UserError
+from kfr.core.http import CONTACT_ENV, HttpClient
 from kfr.data.cards import read_card
-from kfr.errors import USER_ERROR_EXIT_CODE, UserError
-from kfr.http import CONTACT_ENV, HttpClient, HttpPolicy
 
 PROG = "kfr-kb"
 
 
 def _wikipedia_parser(commands) -> None:
-    from kfr.data.wikipedia import DEFAULT_API, PRESETS, ChunkSettings
-
     p = commands.add_parser(
         "wikipedia",
         help="central page(s) and the pages they link to, cleaned into chunks",
@@ -63,23 +71,14 @@ def _wikipedia_parser(commands) -> None:
 
 
 def _run_wikipedia(args: argparse.Namespace) -> int:
-    from kfr.data.wikipedia import (
-        PRESETS,
-        ChunkSettings,
-        MediaWiki,
-        WikipediaSpec,
-        build_wikipedia_kb,
-        rebuild_wikipedia_kb,
-    )
-
     if args.out.suffix.lower() != ".jsonl":
         raise UserError("the knowledge base must be a .jsonl file", path=args.out, field="--out")
     if args.rate <= 0:
         raise UserError(f"must be positive, got {args.rate}", field="--rate")
-    policy = HttpPolicy(
+    policy = mediawiki_policy(
+        args.rate,
         retries=args.retries,
         backoff_s=args.backoff,
-        min_interval_s=1.0 / args.rate,
         timeout_s=args.timeout,
         contact=args.contact,
     )

@@ -1,17 +1,14 @@
-"""Cell folders of a sweep: their names, failure records, and what a sweep directory holds.
+"""A cell's folder: what it holds when the cell finished, failed or never ended, and finding
+the cell folders under a sweep directory.
 
-A cell folder is named by the overrides that make the cell (Hydra's ``override_dirname``, e.g.
-``method=rag,retriever.k=3,seed=1``), made safe as one path component. Unlike job numbers, the
-name stays the same when the grid grows or shrinks, so a resumed sweep finds each cell's results.
-
-A folder holds ``results.json`` when the cell finished, ``failed.json`` (the error) when it
-failed, and only Hydra's ``.hydra/`` when it started and never ended (killed, timed out, or still
-running).
+A folder holds ``results.json`` when the cell finished (written last, atomically, by
+:mod:`kfr.cell.run`), ``failed.json`` (the error) when it failed, and only Hydra's ``.hydra/``
+when it started and never ended (killed, timed out, or still running). Sweeps (which write
+``failed.json``) and the report (which reads all three) both go through this module.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -22,132 +19,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from kfr.storage import atomic_write_json
+from omegaconf import OmegaConf
 
-RESULTS_FILE = "results.json"  # kfr.cell writes it; named here to keep this module light
+from kfr.core.storage import atomic_write_json
+
+RESULTS_FILE = "results.json"
+PREDICTIONS_FILE = "predictions.jsonl"
 FAILED_FILE = "failed.json"
 HYDRA_DIR = ".hydra"
-# What a sweep job returns to the sweeper when its cell failed: below every accuracy, never NaN
-# (Optuna's samplers cannot use NaN, and a failed trial must not look promising).
-FAILED_SCORE = -1.0
-# A cell folder name longer than this keeps its start and ends with a hash of the whole name.
-_MAX_NAME = 180
 # Folders inside a cell folder that never hold other cells.
 _NOT_CELLS = {"wandb", ".submitit", "finetune", HYDRA_DIR, "report", "logs"}
-
-
-# Override keys a cell ignores unless its method retrieves / fine-tunes (as kfr.config's hash).
-_RETRIEVAL_KEYS = ("retriever",)
-_TRAINING_KEYS = ("trainer", "finetune", "augment")
-
-
-def _key(override: str) -> str:
-    """The key (or group) an override sets: ``+retriever.k=3`` -> ``retriever.k``."""
-    return override.split("=", 1)[0].lstrip("+~").strip()
-
-
-def _under(key: str, groups: tuple[str, ...]) -> bool:
-    return any(key == g or key.startswith(g + ".") or key.startswith(g + "/") for g in groups)
-
-
-def relevant_overrides(
-    overrides: Iterable[str],
-    exclude_keys: Iterable[str] = (),
-    *,
-    retrieve: bool = True,
-    finetune: bool = True,
-    paraphrases: int = 1,
-) -> list[str]:
-    """The overrides that can change this cell's results, sorted (Hydra's override_dirname).
-
-    A Cartesian grid makes cells that differ only in settings their method ignores
-    (``method=base retriever.k=1`` and ``method=base retriever.k=2``): they get one folder, so
-    the cell runs once and the others find its results.
-    """
-    excluded = set(exclude_keys)
-    kept = []
-    for override in overrides:
-        key = _key(str(override))
-        if key in excluded:
-            continue
-        if not retrieve and _under(key, _RETRIEVAL_KEYS):
-            continue
-        if not finetune and _under(key, _TRAINING_KEYS):
-            continue
-        if (
-            finetune
-            and not paraphrases
-            and _under(key, ("augment",))
-            and key != "augment.paraphrases"
-        ):
-            continue  # no paraphrases: where they would come from does not matter
-        kept.append(_short_paths(str(override)))
-    return sorted(kept)
-
-
-def _short_paths(override: str) -> str:
-    """``data.questions=/data/ce/q.jsonl`` -> ``data.questions=q.jsonl~1a2b3c``: one path
-    component, readable, and still different for files of the same name in other folders."""
-    key, sep, value = override.partition("=")
-    if not sep or "/" not in value:
-        return override
-    digest = hashlib.sha1(value.encode()).hexdigest()[:6]
-    return f"{key}={Path(value.rstrip('/')).name or 'root'}~{digest}"
-
-
-def job_dirname(
-    overrides: Iterable[str] | str,
-    exclude_keys: Iterable[str] = (),
-    retrieve: bool = True,
-    finetune: bool = True,
-    paraphrases: int = 1,
-) -> str:
-    """A cell folder's name: its relevant overrides joined by commas, as one path component.
-
-    ``overrides`` is the job's override list (``hydra.overrides.task``); a string is taken as an
-    already joined name. ``""`` -> ``defaults``; long names keep their start plus a hash.
-    """
-    if isinstance(overrides, str):
-        name = overrides
-    else:
-        name = ",".join(
-            relevant_overrides(
-                overrides,
-                exclude_keys,
-                retrieve=retrieve,
-                finetune=finetune,
-                paraphrases=paraphrases,
-            )
-        )
-    name = name.replace(os.sep, "∕").replace("\0", "")
-    if not name:
-        return "defaults"
-    if name.startswith("."):  # never hidden, never "." or ".."
-        name = "_" + name[1:]
-    if len(name.encode()) > _MAX_NAME:
-        digest = hashlib.sha1(name.encode()).hexdigest()[:12]
-        name = name.encode()[: _MAX_NAME - 13].decode(errors="ignore") + "-" + digest
-    return name
-
-
-def distributed_process() -> bool:
-    """One of several processes (DDP ranks, tasks of one SLURM job) that run one cell together."""
-    if any(os.environ.get(n) for n in ("RANK", "LOCAL_RANK", "NODE_RANK")):
-        return True
-    return int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1
-
-
-def secondary_process() -> bool:
-    """A rank > 0 of a distributed cell: it trains beside rank 0 but logs and scores nothing.
-
-    The rank rules are fine-tuning's (kfr.finetune.checkpoints.secondary_rank), imported only
-    when the environment says the process is one of several.
-    """
-    if not distributed_process():
-        return False
-    from kfr.finetune.checkpoints import secondary_rank
-
-    return secondary_rank() > 0
 
 
 def _hydra_context() -> dict[str, Any]:
@@ -166,8 +47,6 @@ def _hydra_context() -> dict[str, Any]:
 
 def record_failure(run_dir: str | Path, err: BaseException) -> Path:
     """Write ``failed.json`` (error type, message, traceback, overrides, where, when)."""
-    from kfr.errors import UserError
-
     path = Path(run_dir) / FAILED_FILE
     record = {
         "error": type(err).__name__,
@@ -218,8 +97,6 @@ def _read_overrides(folder: Path) -> list[str] | None:
     path = folder / HYDRA_DIR / "overrides.yaml"
     if not path.is_file():
         return None
-    from omegaconf import OmegaConf
-
     try:
         return [str(o) for o in OmegaConf.load(path)]
     except Exception:  # a half-written file from a killed job: the folder name still names it

@@ -1,4 +1,7 @@
-"""One run = one cell of the study: load data and model, answer every question, write results.
+"""One cell of the study: load data and model, answer every question, write results.
+
+The flow: data -> [retrieve] -> [fine-tune] -> the language model -> prompts (retrieved passages
+fitted into its context) -> scores -> metrics -> :class:`~kfr.cell.results.CellResults`.
 
 Outputs, in the run directory (Hydra's ``hydra.run.dir``):
 - ``predictions.jsonl``: per question, each choice's log-likelihood, the predictions, correctness.
@@ -9,31 +12,32 @@ Outputs, in the run directory (Hydra's ``hydra.run.dir``):
 
 from __future__ import annotations
 
-import json
 import logging
 import platform
 import sys
 import time
+from collections.abc import Sequence
 from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from kfr.config import PromptStyle, config_hash, validate_config
+from kfr.cell.folder import PREDICTIONS_FILE, RESULTS_FILE
+from kfr.cell.results import Cell, CellResults
+from kfr.core.identity import check_method, config_hash
+from kfr.core.schema import KfrConfig, to_plain, typed_config
+from kfr.core.storage import atomic_write_json, atomic_write_jsonl
 from kfr.data.loading import load_eval_data
-from kfr.evaluation.loglikelihood import score_requests
+from kfr.evaluation.context import fit_passages
 from kfr.evaluation.metrics import predict, summarize
 from kfr.evaluation.prompts import build_requests
 from kfr.models import load_model
 from kfr.retrieval.retrieve import retrieve_passages
-from kfr.storage import atomic_write_json, atomic_write_jsonl
 
 log = logging.getLogger(__name__)
 
-RESULTS_FILE = "results.json"
-PREDICTIONS_FILE = "predictions.jsonl"
 _VERSIONED = ("kfr", "torch", "transformers", "numpy", "hydra-core", "omegaconf")
 
 
@@ -47,57 +51,36 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def completed_results(run_dir: Path, digest: str) -> dict[str, Any] | None:
+def completed_results(run_dir: Path, digest: str) -> CellResults | None:
     """The results already in ``run_dir`` for the same config hash, if any."""
-    path = run_dir / RESULTS_FILE
-    if not path.is_file():
-        return None
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    return results if results.get("config_hash") == digest else None
+    results = CellResults.read(Path(run_dir) / RESULTS_FILE)
+    return results if results is not None and results.config_hash == digest else None
 
 
-def _check_method(cfg: DictConfig) -> None:
+def check_cell(cfg: KfrConfig) -> None:
+    """Settings that cannot work stop the cell before any data or weights are read."""
+    check_method(to_plain(cfg.method))
     if cfg.method.finetune:
-        # Settings that cannot train stop the cell before any data or weights are read.
-        from kfr.finetune.modes import check_finetune_settings
+        # kfr.finetune imports Lightning (seconds): loaded only by cells that train.
+        from kfr.finetune import check_finetune_settings
 
         check_finetune_settings(cfg)
 
 
-def format_summary(results: dict[str, Any]) -> str:
-    m = results["metrics"]
-    cell = results["cell"]
-    lines = [
-        f"{cell['model']} | {cell['data']} | method={cell['method']} | "
-        f"{cell['style']} {cell['shots']}-shot | n={m['n']}",
-        f"  acc      {m['acc']:.3f}  95% CI [{m['acc_ci95'][0]:.3f}, {m['acc_ci95'][1]:.3f}]"
-        f"  (chance {m['chance']:.3f})",
-        f"  acc_norm {m['acc_norm']:.3f}  95% CI [{m['acc_norm_ci95'][0]:.3f}, "
-        f"{m['acc_norm_ci95'][1]:.3f}]",
-    ]
-    if m.get("recall_at_k") is not None:
-        k = results["retrieval"]["k"]
-        recall = f"  recall@{k} {m['recall_at_k']:.3f}"
-        lines.append(recall + (f"  recall@1 {m['recall_at_1']:.3f}" if k > 1 else ""))
-    if len(m["per_subject"]) > 1:
-        width = max(len(s) for s in m["per_subject"])
-        for subject, sm in m["per_subject"].items():
-            lines.append(f"    {subject:<{width}}  acc {sm['acc']:.3f}  n={sm['n']}")
-    return "\n".join(lines)
+def run_cell(
+    cfg: KfrConfig | DictConfig, run_dir: str | Path, *, loggers: Sequence[Any] = ()
+) -> CellResults:
+    """Run the cell ``cfg`` describes, write its outputs to ``run_dir`` and return the results.
 
-
-def run_cell(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
-    """Run the cell ``cfg`` describes, write its outputs to ``run_dir`` and return the results."""
+    ``loggers``: Lightning loggers fine-tuning writes its curves to (the cell's tracker's).
+    """
+    cfg = typed_config(cfg)
     run_dir = Path(run_dir)
-    validate_config(cfg)
     digest = config_hash(cfg)
     if cfg.skip_completed and (done := completed_results(run_dir, digest)) is not None:
         log.info("Results for config %s already in %s: skipping", digest, run_dir)
         return done
-    _check_method(cfg)
+    check_cell(cfg)
     started = time.perf_counter()
     cache_dir = Path(cfg.paths.cache_dir)
 
@@ -121,26 +104,23 @@ def run_cell(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     loaded_data = time.perf_counter()
 
     finetuned = None
-    if cfg.method.finetune:  # imported here: base and rag cells do not load Lightning
+    if cfg.method.finetune:
         from kfr.finetune import finetuned_model
-        from kfr.tracking import lightning_loggers
 
-        # Training curves go into this cell's W&B run when there is one (kfr.sweeps.task opens
-        # it); the checkpoint is trained once per key, then reused.
-        finetuned = finetuned_model(cfg, data, cache_dir, loggers=lightning_loggers(cfg))
+        # Trained once per training key, then reused by every cell that needs that checkpoint.
+        finetuned = finetuned_model(cfg, data, cache_dir, loggers=loggers)
     lm = finetuned.lm if finetuned is not None else load_model(cfg.model, cache_dir)
     # Retrieved chunks must fit the model's context: counted with its tokenizer.
-    requests = build() if retrieval is None else retrieval.fit(build, lm.tokenizer, lm.max_length)
+    fitted = None
+    if retrieval is None:
+        requests = build()
+    else:
+        fitted = fit_passages(build, retrieval.passages, lm.tokenizer, lm.max_length)
+        requests = fitted.requests
     loaded_model = time.perf_counter()
 
-    loglikelihoods, stats = score_requests(
-        lm.model,
-        lm.tokenizer,
-        requests,
-        max_length=lm.max_length,
-        batch_size=cfg.eval.batch_size,
-        device=lm.device,
-        progress=cfg.eval.progress,
+    loglikelihoods, stats = lm.loglikelihood(
+        requests, batch_size=cfg.eval.batch_size, progress=cfg.eval.progress
     )
     scored = time.perf_counter()
 
@@ -150,18 +130,24 @@ def run_cell(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     )
     if retrieval is not None:
         metrics.update(retrieval.recall(data.questions))
-    results = {
-        "cell": {
-            "experiment": cfg.experiment_name,
-            "model": cfg.model.name,
-            "data": cfg.data.name,
-            "method": cfg.method.name,
-            "style": PromptStyle(cfg.eval.style).value,
-            "shots": cfg.eval.shots,
-            "seed": cfg.seed,
-        },
-        "metrics": metrics,
-        "scoring": {
+    used = fitted.used if fitted is not None else {}
+    records = [
+        p.to_json()
+        | (retrieval.record(p.question.id, used.get(p.question.id)) if retrieval else {})
+        for p in predictions
+    ]
+    results = CellResults(
+        cell=Cell(
+            experiment=cfg.experiment_name,
+            model=cfg.model.name,
+            data=cfg.data.name,
+            method=cfg.method.name,
+            style=cfg.eval.style.value,
+            shots=cfg.eval.shots,
+            seed=cfg.seed,
+        ),
+        metrics=metrics,
+        scoring={
             "batch_size": cfg.eval.batch_size,
             "max_length": lm.max_length,
             "truncated_questions": stats.truncated_requests,
@@ -170,35 +156,37 @@ def run_cell(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             "device": str(lm.device),
             "checkpoint": lm.checkpoint,
         },
-        "data": {
+        data={
             "questions": data.questions_source,
             "knowledge": data.knowledge_source,
             "card": data.card,  # the dataset card beside the questions file (kfr.data.cards)
             "origin": data.origin,  # hub / local-copy provenance (MMLU), else null
         },
-        "timings": {
+        timings={
             "data_s": round(loaded_data - started, 3),
             "load_model_s": round(loaded_model - loaded_data, 3),
             "score_s": round(scored - loaded_model, 3),
             "questions_per_s": round(len(requests) / max(scored - loaded_model, 1e-9), 2),
             "total_s": round(time.perf_counter() - started, 3),
         },
-        "versions": library_versions(),
-        "config_hash": digest,
-        "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
-        "command": sys.argv,
-    }
-    if retrieval is not None:
-        results["retrieval"] = retrieval.info
+        versions=library_versions(),
+        config_hash=digest,
+        config=to_plain(cfg),
+        command=list(sys.argv),
+        retrieval=None
+        if retrieval is None or fitted is None
+        else {
+            **retrieval.info,
+            "context": {"max_length": lm.max_length, **fitted.stats},
+        },
+        finetune=finetuned.summary if finetuned is not None else None,
+        predictions=records,
+    )
     if finetuned is not None:
         from kfr.finetune import copy_training_logs
 
-        results["finetune"] = finetuned.summary
         copy_training_logs(finetuned.checkpoint, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    records = (
-        p.to_json() | (retrieval.record(p.question.id) if retrieval else {}) for p in predictions
-    )
     atomic_write_jsonl(run_dir / PREDICTIONS_FILE, records)
-    atomic_write_json(run_dir / RESULTS_FILE, results)
+    atomic_write_json(run_dir / RESULTS_FILE, results.to_json())
     return results

@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from kfr.errors import USER_ERROR_EXIT_CODE, UserError
+from kfr.core.errors import USER_ERROR_EXIT_CODE, UserError
 
 
 def quiet_libraries() -> None:

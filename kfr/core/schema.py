@@ -8,16 +8,17 @@ before anything is written. Field comments are the reference for users (the READ
 
 from __future__ import annotations
 
-import hashlib
-import json
+import dataclasses
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from platformdirs import user_cache_dir
+
+from kfr.core.errors import UserError
 
 
 class ModelSource(str, Enum):
@@ -92,6 +93,10 @@ class MethodConfig:
     name: str = MISSING  # base | rag | ft | ft_rag
     finetune: bool = False  # fine-tune on the knowledge base before answering
     retrieve: bool = False  # put retrieved knowledge-base chunks before each question
+    # The declaration kfr.core.identity derives everything else from: the config groups this
+    # method reads besides model, data and eval (of retriever, finetune, trainer, augment).
+    # A group a method does not read is left out of its cells' hash and folder name.
+    reads: list[str] = field(default_factory=list)
 
 
 class EncoderSource(str, Enum):
@@ -301,15 +306,6 @@ def register_schema() -> None:
     ConfigStore.instance().store(name="kfr_schema", node=KfrConfig)
     if not OmegaConf.has_resolver("kfr_user_cache"):
         OmegaConf.register_new_resolver("kfr_user_cache", lambda: user_cache_dir("kfr"))
-    if not OmegaConf.has_resolver("kfr_job_dirname"):
-        # hydra.sweep.subdir: a sweep cell's folder, named by its overrides (kfr.sweeps.jobs).
-        OmegaConf.register_new_resolver("kfr_job_dirname", _job_dirname)
-
-
-def _job_dirname(*args: Any) -> str:
-    from kfr.sweeps.jobs import job_dirname
-
-    return job_dirname(*args)
 
 
 register_schema()
@@ -321,8 +317,6 @@ def validate_config(cfg: DictConfig) -> None:
     Composition already rejects unknown keys and wrong types, except for keys a user adds with
     Hydra's ``+key=value`` syntax, which bypasses struct mode; those are caught here.
     """
-    from kfr.errors import UserError
-
     plain = OmegaConf.to_container(cfg, resolve=False, enum_to_str=True)
     try:
         OmegaConf.merge(OmegaConf.structured(KfrConfig), plain)
@@ -332,42 +326,40 @@ def validate_config(cfg: DictConfig) -> None:
         raise UserError(f"not a valid setting ({message})", field=key) from None
 
 
-# Keys that say where things are stored or how they are displayed, not what is computed.
-_NOT_HASHED = ("paths", "skip_completed", "logger", "optimized_metric")
-_NOT_HASHED_EVAL = ("progress",)
+def typed_config(cfg: DictConfig | KfrConfig) -> KfrConfig:
+    """The composed config as typed objects, made once at the edge (commands, tests).
+
+    Everything below the command layer reads these dataclasses, never a DictConfig: attribute
+    access is checked by the type checker, and no code path re-resolves interpolations.
+    """
+    if isinstance(cfg, KfrConfig):
+        return cfg
+    validate_config(cfg)
+    if "hydra" in cfg:  # a config composed with Hydra's own node (tests, --cfg all)
+        cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    try:
+        typed = OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "?"
+        raise UserError(f"{str(err).splitlines()[0]}", field=key) from None
+    assert isinstance(typed, KfrConfig)
+    return typed
 
 
-def config_hash(cfg: DictConfig) -> str:
-    """Hash of everything that can change a cell's results (not paths, not Hydra's own keys)."""
-    container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    assert isinstance(container, dict)
-    container = {k: v for k, v in container.items() if k not in _NOT_HASHED and k != "hydra"}
-    container["eval"] = {k: v for k, v in container["eval"].items() if k not in _NOT_HASHED_EVAL}
-    container["data"].pop("mmlu_dir", None)  # where MMLU is read from, not what it holds
-    if not container["method"]["retrieve"]:
-        # A cell that does not retrieve keeps its hash whatever the retriever group says.
-        container.pop("retriever", None)
-    _prune_training_settings(container)
-    blob = json.dumps(container, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+def to_plain(obj: Any) -> Any:
+    """A typed config (or any part of it) as plain JSON-able data, enums as their values.
 
-
-def _prune_training_settings(container: dict[str, Any]) -> None:
-    """Drop the fine-tuning settings that cannot change this cell's results."""
-    if not container["method"]["finetune"]:
-        # Like the retriever: a cell that does not fine-tune ignores these groups.
-        for key in ("trainer", "finetune", "augment"):
-            container.pop(key, None)
-        return
-    for key in ("progress_bar", "log_every_n_steps", "checkpoint_every_min"):
-        container["trainer"].pop(key, None)
-    augment = container["augment"]
-    if augment["paraphrases"] == 0:
-        container["augment"] = {"paraphrases": 0}
-    else:
-        if augment["source"] != ParaphraseSource.llm.value:
-            augment.pop("generator", None)
-        if augment["source"] != ParaphraseSource.file.value:
-            augment.pop("file", None)
-    if container["finetune"]["mode"] == FinetuneMode.full.value:
-        container["finetune"].pop("lora", None)
+    The same data ``OmegaConf.to_container(resolve=True, enum_to_str=True)`` gives for the
+    DictConfig it came from, in the same key order (results.json's ``config``, hashes).
+    """
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Enum):
+        return obj.name
+    if isinstance(obj, DictConfig | ListConfig):
+        return to_plain(OmegaConf.to_container(obj, resolve=True, enum_to_str=True))
+    if isinstance(obj, dict):
+        return {k: to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_plain(v) for v in obj]
+    return obj
