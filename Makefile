@@ -1,7 +1,8 @@
 # Set-up and the two everyday commands. Everything installs into .venv from a clean clone.
 #   make demo  -> set up, then run the main job: the demo study on the embedded default, its table
 #   make run   -> set up, then run one cell on the embedded default (ARGS="..." adds overrides)
-#   make test  -> set up (with dev tools), then lint, format check and the whole test suite
+#   make test  -> set up (with dev tools), then lint, format check, the import layers and the
+#                 whole test suite
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -33,6 +34,7 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports  # the layers contract in pyproject.toml (ARCHITECTURE.md)
 
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -171,13 +171,14 @@ def bench_encode(n_chunks: int, chunk_tokens: int, batch_size: int) -> EncodeRow
     from hydra import compose, initialize_config_dir
     from transformers.utils import logging as hf_logging
 
-    import kfr.core.schema  # noqa: F401  (registers the schema)
     from kfr.core.paths import CONFIG_DIR
+    from kfr.core.schema import typed_config
     from kfr.retrieval.encoders import encode_to_file, load_encoder
 
     hf_logging.disable_progress_bar()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=[f"retriever.batch_size={batch_size}"]).retriever
+        composed = compose("config", overrides=[f"retriever.batch_size={batch_size}"])
+        cfg = typed_config(composed).retriever
     encoder = load_encoder(cfg)
     # About chunk_tokens tokens per text, as chunking with retriever.chunk_tokens makes them.
     probe = synthetic_chunks(20, 100)

@@ -74,7 +74,7 @@ def _cache_dir() -> Path:
 def _config(mode: str, args: argparse.Namespace):
     from hydra import compose, initialize_config_dir
 
-    import kfr.core.schema  # noqa: F401  (registers the schema)
+    from kfr.core.schema import typed_config
 
     overrides = [
         "method=ft",
@@ -89,7 +89,7 @@ def _config(mode: str, args: argparse.Namespace):
         "trainer.progress_bar=false",
     ]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
+        return typed_config(compose(config_name="config", overrides=overrides))
 
 
 def _texts(cfg, n_blocks: int, cache_dir: Path) -> list[str]:
@@ -136,10 +136,11 @@ def run_peer(cfg, texts: list[str], cache_dir: Path) -> Timing:
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
     from kfr.finetune.data import PackedKnowledgeData
-    from kfr.finetune.modes import trainable_model
+    from kfr.finetune.modes import strategy
 
     torch.manual_seed(cfg.seed)
-    model, tokenizer = trainable_model(cfg, cache_dir)  # the same model, LoRA set-up included
+    # The same model, LoRA set-up included.
+    model, tokenizer = strategy(cfg.finetune.mode).trainable_model(cfg, cache_dir)
     data = PackedKnowledgeData(texts, seed=cfg.seed)
     data.connect(tokenizer, cfg.trainer.micro_batch_size, cfg.finetune.block_size)
     blocks = data.blocks(0)

@@ -21,6 +21,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from kfr.core.errors import UserError
 from kfr.core.storage import atomic_write_json
 
 RESULTS_FILE = "results.json"

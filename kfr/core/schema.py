@@ -276,7 +276,7 @@ class WandbSettings:
 @dataclass
 class LoggerConfig:
     # Where a cell's config and metrics are logged besides results.json; never in the config
-    # hash. Fine-tuning curves go to the same place (kfr.tracking.lightning_loggers).
+    # hash. Fine-tuning curves go to the same run (the tracker's training_loggers()).
     name: TrackerKind = TrackerKind.csv
     wandb: WandbSettings = field(default_factory=WandbSettings)
 

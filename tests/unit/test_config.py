@@ -56,8 +56,8 @@ def test_mistakes_fail_at_composition(overrides, fragment):
 
 
 def test_keys_added_with_plus_are_rejected_by_validation():
-    from kfr.core.schema import validate_config
     from kfr.core.errors import UserError
+    from kfr.core.schema import validate_config
 
     cfg = compose_config(["+model.quantise=true"])  # `+` bypasses Hydra's struct mode
     with pytest.raises(UserError, match=r"field 'model\.quantise'"):

@@ -12,11 +12,11 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from omegaconf import OmegaConf
 
+from kfr.core.errors import UserError
+from kfr.core.schema import typed_config
 from kfr.data.loading import EvalData
 from kfr.data.schema import Document, Question
-from kfr.core.errors import UserError
 from kfr.finetune import checkpoints, finetuned_model
-from kfr.core.schema import typed_config
 from kfr.finetune.modes import check_finetune_settings, strategy
 from kfr.finetune.train import train
 from tests.conftest import compose_config

@@ -4,10 +4,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from kfr.core.schema import ModelConfig
 from kfr.core.errors import UserError
-from kfr.models import load_model
 from kfr.core.packages import find_package_file
+from kfr.core.schema import ModelConfig
+from kfr.models import load_model
 from tests.conftest import model_config
 
 

@@ -7,11 +7,11 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
+from kfr.core.errors import UserError
 from kfr.data.loading import EvalData
 from kfr.data.novel_facts import NovelFactsSpec, ensure_novel_facts
 from kfr.data.readers import read_knowledge_base, read_paraphrases
 from kfr.data.schema import Document
-from kfr.core.errors import UserError
 from kfr.finetune.paraphrases import (
     generate_paraphrases,
     llm_paraphrases,

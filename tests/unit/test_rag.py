@@ -10,16 +10,16 @@ import pytest
 from hydra.core.global_hydra import GlobalHydra
 
 from kfr.cell import run_cell
+from kfr.cli import index as index_cli
+from kfr.core.errors import UserError
 from kfr.core.identity import config_hash
 from kfr.core.schema import PromptStyle, RetrieverConfig
 from kfr.data.readers import write_questions_jsonl
 from kfr.data.schema import Question
-from kfr.core.errors import UserError
+from kfr.evaluation.context import fit_passages
 from kfr.evaluation.prompts import build_context, build_requests
-from kfr.cli import index as index_cli
 from kfr.retrieval import encoders
 from kfr.retrieval.chunking import Chunk
-from kfr.evaluation.context import fit_passages
 from kfr.retrieval.retrieve import Hit, query_text, recall_at
 from tests.conftest import compose_config
 from tests.unit.retrieval_fakes import HashingEncoder

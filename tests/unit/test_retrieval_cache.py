@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from kfr.core.schema import RetrieverConfig
-from kfr.data.schema import Document
 from kfr.core.errors import UserError
+from kfr.core.schema import RetrieverConfig
+from kfr.core.storage import READY_MARKER
+from kfr.data.schema import Document
 from kfr.retrieval.cache import (
     CHUNKS_FILE,
     EMBEDDINGS_FILE,
@@ -22,7 +23,6 @@ from kfr.retrieval.cache import (
     read_chunks,
     read_index,
 )
-from kfr.core.storage import READY_MARKER
 from tests.unit.retrieval_fakes import HashingEncoder
 
 DOCUMENTS = [

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from kfr.data.schema import Document
 from kfr.core.errors import UserError
+from kfr.data.schema import Document
 from kfr.retrieval.chunking import Chunk, chunk_corpus
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from kfr.core.schema import EncoderSource, RetrieverConfig
 from kfr.core.errors import UserError
+from kfr.core.schema import EncoderSource, RetrieverConfig
 from kfr.retrieval.encoders import encode_to_file, load_encoder
 from tests.conftest import CONF_DIR
 from tests.unit.retrieval_fakes import HashingEncoder

@@ -6,7 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from kfr.core.storage import READY_MARKER, atomic_write_jsonl, atomic_write_text, build_directory_once
+from kfr.core.storage import (
+    READY_MARKER,
+    atomic_write_jsonl,
+    atomic_write_text,
+    build_directory_once,
+)
 
 
 def test_atomic_write_leaves_old_file_intact_when_writer_fails(tmp_path):
