@@ -39,7 +39,6 @@ from kfr.core.schema import PromptStyle
 from kfr.data.novel_facts import NovelFactsSpec, ensure_novel_facts
 from kfr.data.readers import read_knowledge_base, read_questions
 from kfr.data.schema import Document, Question
-from kfr.evaluation.loglikelihood import score_requests
 from kfr.evaluation.metrics import predict
 from kfr.evaluation.prompts import ChoiceRequest, build_requests
 
@@ -117,15 +116,7 @@ def rag_requests(
 def _time_kfr(loaded, requests: Sequence[ChoiceRequest], batch_size: int):
     """kfr's scores, wall seconds and CPU seconds."""
     start, cpu = time.perf_counter(), time.process_time()
-    scores, _ = score_requests(
-        loaded.model,
-        loaded.tokenizer,
-        requests,
-        max_length=loaded.max_length,
-        batch_size=batch_size,
-        device=loaded.device,
-        progress=False,
-    )
+    scores, _ = loaded.loglikelihood(requests, batch_size=batch_size, progress=False)
     return scores, time.perf_counter() - start, time.process_time() - cpu
 
 

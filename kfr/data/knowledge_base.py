@@ -11,7 +11,7 @@ from typing import Any
 
 from kfr.core.errors import UserError
 from kfr.core.storage import atomic_write_jsonl
-from kfr.data.records import UniqueIds, Where, get_field, jsonl_records, nonblank_str, read_text
+from kfr.data.records import Where, get_field, nonblank_str, parse_unique_records, read_text
 from kfr.data.schema import Document
 
 KNOWLEDGE_BASE_SUFFIXES = (".txt", ".md")
@@ -72,13 +72,7 @@ def read_knowledge_base(path: str | Path) -> list[Document]:
             "expected a .jsonl file or a directory of .txt/.md files",
             path=path,
         )
-    documents = []
-    ids = UniqueIds("document")
-    for number, record in jsonl_records(path):
-        where = Where(path, number)
-        if "id" in record and isinstance(record["id"], str):
-            ids.add(record["id"], where)
-        documents.append(_document_from_record(record, where))
+    documents = parse_unique_records(path, "document", _document_from_record)
     if not documents:
         raise UserError("empty knowledge base: no documents", path=path)
     return documents

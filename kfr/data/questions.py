@@ -21,8 +21,8 @@ from kfr.data.records import (
     check_file,
     get_field,
     json_type,
-    jsonl_records,
     nonblank_str,
+    parse_unique_records,
     read_text,
     string_list,
 )
@@ -83,14 +83,7 @@ def _question_from_record(record: Mapping[str, Any], where: Where) -> Question:
 
 
 def _read_questions_jsonl(path: Path) -> list[Question]:
-    questions = []
-    ids = UniqueIds("question")
-    for number, record in jsonl_records(path):
-        where = Where(path, number)
-        if "id" in record and isinstance(record["id"], str):
-            ids.add(record["id"], where)
-        questions.append(_question_from_record(record, where))
-    return questions
+    return parse_unique_records(path, "question", _question_from_record)
 
 
 def mmlu_subject(stem: str) -> str:

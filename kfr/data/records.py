@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import codecs
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from kfr.core.errors import UserError
 
@@ -30,6 +30,9 @@ def json_type(value: Any) -> str:
     if isinstance(value, dict):
         return "object"
     return type(value).__name__
+
+
+T = TypeVar("T")
 
 
 class Where:
@@ -138,3 +141,18 @@ __all__ = [
     "read_text",
     "string_list",
 ]
+
+
+def parse_unique_records(
+    path: Path, kind: str, parse: Callable[[dict[str, Any], Where], T]
+) -> list[T]:
+    """Every record of a JSONL file parsed by ``parse(record, where)``; a second record with the
+    same ``id`` is an error naming both lines."""
+    parsed = []
+    ids = UniqueIds(kind)
+    for number, record in jsonl_records(path):
+        where = Where(path, number)
+        if "id" in record and isinstance(record["id"], str):
+            ids.add(record["id"], where)
+        parsed.append(parse(record, where))
+    return parsed

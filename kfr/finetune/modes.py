@@ -55,6 +55,7 @@ class FullFinetune:
 
     mode: ClassVar[FinetuneMode] = FinetuneMode.full
     saved: ClassVar[str] = "model"  # the subdirectory of the checkpoint that holds the result
+    frozen_base: ClassVar[bool] = False  # base weights not trained (adapters on top)
 
     @property
     def reads(self) -> tuple[str, ...]:
@@ -65,7 +66,7 @@ class FullFinetune:
 
     def _base(self, cfg: KfrConfig, cache_dir: str | Path) -> LanguageModel:
         # Loaded on the CPU: Lightning moves the module to its device (each rank its own GPU).
-        dtype = training_dtype(self.mode, str(cfg.trainer.precision))
+        dtype = training_dtype(str(cfg.trainer.precision), frozen_base=self.frozen_base)
         model_cfg = replace(
             cfg.model, dtype=str(dtype).removeprefix("torch."), device="cpu", device_map=None
         )
@@ -104,6 +105,7 @@ class LoraFinetune(FullFinetune):
 
     mode: ClassVar[FinetuneMode] = FinetuneMode.lora
     saved: ClassVar[str] = "adapter"
+    frozen_base: ClassVar[bool] = True
 
     def check(self, cfg: KfrConfig) -> None:
         check_positive(cfg.finetune.lora.r, "finetune.lora.r")

@@ -13,7 +13,7 @@ import os
 import torch
 
 from kfr.core.errors import UserError
-from kfr.core.schema import FinetuneMode, KfrConfig, TrainerConfig
+from kfr.core.schema import KfrConfig, TrainerConfig
 
 FULL_PRECISIONS = {"32", "32-true", "64", "64-true"}
 _TRUE_DTYPES = {"bf16-true": torch.bfloat16, "16-true": torch.float16}
@@ -102,14 +102,14 @@ def training_device(trainer: TrainerConfig) -> torch.device:
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
 
 
-def training_dtype(mode: FinetuneMode, precision: str) -> torch.dtype:
+def training_dtype(precision: str, *, frozen_base: bool) -> torch.dtype:
     """dtype the weights are loaded in for training.
 
-    Trained weights stay float32 under mixed precision (Lightning autocasts the matmuls); frozen
-    base weights of LoRA can be kept in the 16-bit compute dtype, halving their memory.
+    Trained weights stay float32 under mixed precision (Lightning autocasts the matmuls); a
+    frozen base (LoRA) can be kept in the 16-bit compute dtype, halving its memory.
     """
     if precision in _TRUE_DTYPES:
         return _TRUE_DTYPES[precision]
-    if mode != FinetuneMode.full and precision in _MIXED_DTYPES:
+    if frozen_base and precision in _MIXED_DTYPES:
         return _MIXED_DTYPES[precision]
     return torch.float32

@@ -24,7 +24,6 @@ from benchmarks.lm_eval_peer import (
 from kfr.core.schema import PromptStyle
 from kfr.data.novel_facts import NovelFactsSpec, ensure_novel_facts
 from kfr.data.readers import read_questions
-from kfr.evaluation.loglikelihood import score_requests
 from kfr.evaluation.metrics import predict
 from kfr.evaluation.prompts import ChoiceRequest, build_requests
 
@@ -52,15 +51,7 @@ def peer(smollm2):
 
 
 def _kfr_scores(loaded, requests: list[ChoiceRequest]) -> list[list[float]]:
-    scores, _ = score_requests(
-        loaded.model,
-        loaded.tokenizer,
-        requests,
-        max_length=loaded.max_length,
-        batch_size=BATCH_SIZE,
-        device=loaded.device,
-        progress=False,
-    )
+    scores, _ = loaded.loglikelihood(requests, batch_size=BATCH_SIZE, progress=False)
     return scores
 
 

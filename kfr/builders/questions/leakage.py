@@ -11,7 +11,6 @@ from pathlib import Path
 
 from kfr.builders.questions.pipeline import GenerationResult
 from kfr.core.schema import PromptStyle
-from kfr.evaluation.loglikelihood import score_requests
 from kfr.evaluation.metrics import predict
 from kfr.evaluation.prompts import build_requests
 from kfr.generation.backends import model_config_by_name
@@ -37,15 +36,7 @@ def drop_known_without_context(
         return result
     t0 = time.perf_counter()
     requests = build_requests(result.questions, PromptStyle.cloze)
-    scores, _ = score_requests(
-        lm.model,
-        lm.tokenizer,
-        requests,
-        max_length=lm.max_length,
-        batch_size=batch_size,
-        device=lm.device,
-        progress=False,
-    )
+    scores, _ = lm.loglikelihood(requests, batch_size=batch_size, progress=False)
     predictions = predict(result.questions, scores, [r.choice_lengths for r in requests])
     kept = [p.question for p in predictions if not p.correct]
     known = [p for p in predictions if p.correct]
