@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
             f"kfr-report: error: not a directory: {', '.join(map(str, missing))}", file=sys.stderr
         )
         sys.exit(USER_ERROR_EXIT_CODE)
-    from kfr.report import build_report, write_report
+    from kfr.report import build_report, write_report  # matplotlib: not for --help or errors
 
     report = build_report(args.dirs)
     c = report.collected

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from kfr.core.devices import resolve_device
 from kfr.core.errors import UserError
+from kfr.core.packages import find_package_file, package_version
 from kfr.core.schema import EncoderSource, RetrieverConfig
 
 log = logging.getLogger(__name__)
@@ -76,8 +77,6 @@ class SentenceEncoder:
 def _model_location(cfg: RetrieverConfig) -> tuple[str, str, dict]:
     """(where to load from, identity for cache keys, extra loading arguments)."""
     if cfg.source == EncoderSource.package:
-        from kfr.core.packages import find_package_file, package_version
-
         if not cfg.package or not cfg.path:
             raise UserError(
                 "source=package needs `package` and `path` (the model directory inside it)",

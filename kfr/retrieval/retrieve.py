@@ -87,7 +87,7 @@ def search_hits(
     index, queries: np.ndarray, k: int, chunks: Sequence[Chunk], question_ids: Sequence[str]
 ) -> dict[str, list[Hit]]:
     """Each query's top-``k`` chunks, best first (what kfr adds to ``index.search``)."""
-    from kfr.retrieval.faiss_index import search
+    from kfr.retrieval.faiss_index import search  # faiss: loaded only by cells that retrieve
 
     scores, ids = search(index, queries, k)
     return {
@@ -141,6 +141,7 @@ def retrieve_passages(
         return Retrieval(0, {q.id: [] for q in questions}, {**settings, "index_dir": None})
     if not documents:
         raise UserError("empty knowledge base: nothing to retrieve from", field="data.knowledge")
+    # faiss and sentence-transformers load here, not when a base cell imports this module.
     from kfr.retrieval.cache import ensure_index, read_chunks, read_index
     from kfr.retrieval.encoders import load_encoder, resolve_encoder_device
     from kfr.retrieval.faiss_index import (
