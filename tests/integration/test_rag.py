@@ -33,7 +33,7 @@ def test_minilm_retrieves_the_source_biography(base_and_rag):
     _, rag, _ = base_and_rag
     metrics = rag.metrics
     print(
-        f"recall@1 {metrics['recall_at_1']:.3f}  recall@{rag['retrieval']['k']} "
+        f"recall@1 {metrics['recall_at_1']:.3f}  recall@{rag.retrieval['k']} "
         f"{metrics['recall_at_k']:.3f}"
     )
     assert metrics["recall_at_1"] >= 0.9

@@ -61,7 +61,7 @@ def test_base_accuracy_on_novel_facts_is_near_chance(tmp_path, cache_dir):
     cfg = compose_config([f"paths.cache_dir={cache_dir}", "eval.progress=false"])
     results = run_cell(cfg, tmp_path)
     acc = results.metrics["acc"]
-    print(f"SmolLM2 base accuracy on novel_facts: {acc:.3f} (n={results['metrics']['n']})")
+    print(f"SmolLM2 base accuracy on novel_facts: {acc:.3f} (n={results.metrics['n']})")
     assert 0.10 <= acc <= 0.45, "the novel facts should be unknown to the model"
     predictions = (tmp_path / "predictions.jsonl").read_text().splitlines()
     assert len(predictions) == results.metrics["n"] == 240
