@@ -31,7 +31,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from kfr.core.errors import UserError
-from kfr.core.schema import FinetuneMode, ParaphraseSource, to_plain
+from kfr.core.schema import FinetuneMode, ParaphraseSource, QaSource, TeacherContext, to_plain
 
 # Keys (dotted; a group name covers all its keys) that never change what a cell computes, and the
 # config-group choices that only bundle other settings (experiment presets, searches).
@@ -50,7 +50,7 @@ NOT_IDENTITY = (
     "trainer.checkpoint_every_min",
 )
 # Groups only some methods read (method.reads); every cell reads model, data, eval and seed.
-OPTIONAL_GROUPS = ("retriever", "finetune", "trainer", "augment")
+OPTIONAL_GROUPS = ("retriever", "finetune", "trainer", "augment", "qa", "raft", "distill")
 # What each fine-tuning mode reads of the finetune group beyond the settings every mode uses.
 FINETUNE_MODE_READS: dict[FinetuneMode, tuple[str, ...]] = {
     FinetuneMode.full: (),
@@ -100,13 +100,42 @@ def check_method(method: Mapping[str, Any]) -> None:
 def _augment_ignored(augment: Mapping[str, Any]) -> list[str]:
     if not augment.get("paraphrases"):
         # No paraphrases: where they would come from does not matter.
-        return ["augment.source", "augment.file", "augment.generator", "augment="]
+        return ["augment.source", "augment.file", "augment.generator", "augment.tokens", "augment="]
     source = str(augment.get("source", ""))
     ignored = []
-    if source != ParaphraseSource.llm.value:
+    if source not in (ParaphraseSource.llm.value, ParaphraseSource.entigraph.value):
         ignored.append("augment.generator")
     if source != ParaphraseSource.file.value:
         ignored.append("augment.file")
+    return ignored
+
+
+def _qa_ignored(qa: Mapping[str, Any]) -> list[str]:
+    source = str(qa.get("source", ""))
+    ignored = []
+    if source != QaSource.template.value:
+        ignored.append("qa.per_fact")
+    if source != QaSource.llm.value:
+        ignored.append("qa.generator")
+    if source != QaSource.file.value:
+        ignored.append("qa.file")
+    return ignored
+
+
+def _method_ignored(config: Mapping[str, Any], reads: tuple[str, ...]) -> list[str]:
+    """Keys a method reads only under some of its settings."""
+    method = config.get("method") or {}
+    ignored = []
+    if not method.get("finetune"):
+        # Forgetting is what fine-tuning costs: other cells score no control set.
+        ignored += ["eval.control", "eval.control_confidence"]
+    distill = config.get("distill") or {}
+    if (
+        "distill" in reads
+        and not method.get("retrieve")
+        and str(distill.get("teacher_context")) != TeacherContext.retrieved.value
+    ):
+        ignored += ["retriever", "retriever="]  # a gold-document teacher retrieves nothing
     return ignored
 
 
@@ -121,8 +150,11 @@ def ignored_keys(config: Mapping[str, Any]) -> set[str]:
     for group in OPTIONAL_GROUPS:
         if group not in reads:
             ignored.update({group, f"{group}="})
+    ignored.update(_method_ignored(config, reads))
     if "augment" in reads:
         ignored.update(_augment_ignored(config.get("augment") or {}))
+    if "qa" in reads:
+        ignored.update(_qa_ignored(config.get("qa") or {}))
     if "finetune" in reads:
         mode = (config.get("finetune") or {}).get("mode", FinetuneMode.full.value)
         try:
@@ -203,16 +235,22 @@ def model_weights(model: Any) -> dict[str, Any]:
 
 def training_settings(config: Any) -> dict[str, Any]:
     """What of the config a fine-tuned checkpoint depends on: the finetune settings the mode
-    reads, the training precision, the seed (the cache key adds the weights and the texts).
-    Devices, strategy and micro-batch are left out: they change how the same effective batch is
-    computed, not what is learnt."""
+    reads, the training precision, the seed, and the settings of the training recipe's own
+    groups (qa, raft, distill: those the method reads); the cache key adds the weights and the
+    training data's content. Devices, strategy and micro-batch are left out: they change how the
+    same effective batch is computed, not what is learnt."""
     tree = identity(config)
-    return {
+    settings = {
         "version": TRAINING_VERSION,
         "finetune": tree["finetune"],
         "precision": str(tree["trainer"]["precision"]),
         "seed": tree["seed"],
     }
+    recipe = {group: tree[group] for group in ("qa", "raft", "distill") if group in tree}
+    if recipe:  # the paper's recipes (ft, ft_rag) keep the keys of their existing checkpoints
+        settings["method"] = tree["method"]["name"]
+        settings["recipe"] = recipe
+    return settings
 
 
 # ----------------------------------------------------------------------------- folder names

@@ -141,6 +141,15 @@ class EvalConfig:
     bootstrap_samples: int = 1000  # resamples for the 95% confidence intervals
     bootstrap_seed: int = 0
     progress: bool = True  # progress bar while scoring
+    # Cells that fine-tune also score this control set of facts the base model knows, and report
+    # forgetting = base accuracy on it - the cell's. "embedded": built from facts shipped in PyPI
+    # packages (kfr.data.control), kept where the base model is confident; a path: any questions
+    # file; null: none.
+    control: str | None = "embedded"
+    control_confidence: float = 0.5  # embedded set: base P(correct answer) needed to keep one
+    # SliCK categories (Gekhman et al.): base P(correct) over this many few-shot prompts sorts
+    # every question into HighlyKnown / MaybeKnown / WeaklyKnown / Unknown; 0 = off.
+    known_prompts: int = 4
 
 
 @dataclass
@@ -209,12 +218,25 @@ class FinetuneConfig:
     # qlora: dtype the 4-bit layers compute in; auto = bfloat16 on a GPU, float32 on the CPU.
     compute_dtype: str = "auto"
     lora: LoraSettings = field(default_factory=LoraSettings)  # lora and qlora only
+    # General text mixed into training against forgetting: a knowledge-base file (JSONL or
+    # .txt/.md directory) and how many of its texts per training text (0 = none).
+    replay_file: str | None = None
+    replay_ratio: float = 0.0
 
 
 class ParaphraseSource(str, Enum):
     template = "template"  # the novel_facts generator's template paraphrases (paraphrases.jsonl)
     llm = "llm"  # written by an instruction-tuned model (augment.generator); cached
     file = "file"  # your JSONL file: {"id": document id, "paraphrases": [str, ...]} per line
+    # Entity-graph texts (EntiGraph): about pairs of a document's entities and their relation;
+    # novel_facts: from the generator's own facts; otherwise written by augment.generator.
+    entigraph = "entigraph"
+
+
+class QaSource(str, Enum):
+    template = "template"  # novel_facts: the generator's own training phrasings (never the eval's)
+    llm = "llm"  # written from each document by qa.generator; cached and carded
+    file = "file"  # your JSONL: {"id", "doc_id", "question", "answer"} per line
 
 
 def _embedded_generator_model() -> ModelConfig:
@@ -245,7 +267,42 @@ class AugmentConfig:
     paraphrases: int = 0  # paraphrases per document added to the training data; 0 = FT-reg
     source: ParaphraseSource = ParaphraseSource.template
     file: str | None = None  # source=file: the paraphrase JSONL
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)  # llm / entigraph
+    tokens: int | None = None  # training-token budget of the augmented texts; null = all
+
+
+@dataclass
+class QaConfig:
+    # Training question-answer pairs built from the knowledge base, never from the evaluation
+    # questions (methods qa_ft, distill, raft); loss on the answer tokens only.
+    source: QaSource = QaSource.template
+    per_fact: int = 3  # template: training phrasings per fact
+    file: str | None = None  # source=file
+    documents_ratio: float = 0.0  # document (continued pre-training) examples per QA pair
+    # Largest share of an evaluation question's word 5-grams a training question may share;
+    # more is an error (results report the largest overlap found).
+    max_overlap: float = 0.5
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)  # source=llm only
+
+
+@dataclass
+class RaftConfig:
+    # Retrieval-aware fine-tuning: each training prompt holds retriever.k chunks, the gold chunk
+    # among distractors (other documents' chunks), or for this share distractors only.
+    distractors_only: float = 0.2
+
+
+class TeacherContext(str, Enum):
+    gold = "gold"  # the training question's source document
+    retrieved = "retrieved"  # the retriever's top retriever.k chunks
+
+
+@dataclass
+class DistillConfig:
+    # Context distillation: the student (no document) matches the teacher (the same base model
+    # with the document in its prompt) on the answer tokens, KL(teacher || student).
+    teacher_context: TeacherContext = TeacherContext.gold
+    top_k: int = 32  # teacher probabilities kept per position (the rest as one remainder)
 
 
 @dataclass
@@ -294,6 +351,9 @@ class KfrConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    qa: QaConfig = field(default_factory=QaConfig)
+    raft: RaftConfig = field(default_factory=RaftConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     # The metric a sweep's task returns to its sweeper (Optuna maximises it): a key of

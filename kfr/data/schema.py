@@ -51,3 +51,23 @@ class Question:
         if self.source_ids is not None:
             record["source_ids"] = list(self.source_ids)
         return record
+
+
+@dataclass(frozen=True)
+class QaPair:
+    """One training question with its answer, written from knowledge-base document ``doc_id``
+    (never from an evaluation question). Trained as ``"Question: {question}\\nAnswer:"`` +
+    ``" {answer}"``, the evaluation's cloze format."""
+
+    id: str
+    doc_id: str
+    question: str
+    answer: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "doc_id": self.doc_id,
+            "question": self.question,
+            "answer": self.answer,
+        }
