@@ -43,6 +43,7 @@ NOT_IDENTITY = (
     "logger",
     "paths",
     "method.reads",  # the declaration itself: fixed by method.name
+    "method.recipe",  # likewise
     "eval.progress",
     "data.mmlu_dir",  # where MMLU is read from, not what it holds
     "trainer.progress_bar",
@@ -88,11 +89,15 @@ def check_method(method: Mapping[str, Any]) -> None:
     needed = (["retriever"] if method.get("retrieve") else []) + (
         ["finetune", "trainer"] if method.get("finetune") else []
     )
+    recipe = str(method.get("recipe") or "documents")
+    needed += {"qa": ["qa"], "raft": ["qa", "raft", "retriever"], "distill": ["qa", "distill"]}.get(
+        recipe, []
+    )
     missing = [group for group in needed if group not in reads]
     if missing:
         raise UserError(
-            f"method '{method.get('name')}' retrieves or fine-tunes but does not declare "
-            f"{missing} in method.reads",
+            f"method '{method.get('name')}' uses groups it does not declare in method.reads: "
+            f"{missing}",
             field="method.reads",
         )
 

@@ -88,6 +88,13 @@ class DataConfig:
     novel_facts: NovelFactsConfig | None = None  # set: generate the synthetic data set
 
 
+class TrainingRecipe(str, Enum):
+    documents = "documents"  # next-token training on the documents (+ augmentation): ft, ft_rag
+    qa = "qa"  # question -> answer, loss on the answer tokens: qa_ft
+    raft = "raft"  # the same, with gold / distractor chunks in the prompt: raft
+    distill = "distill"  # match a document-reading teacher on the answer tokens: distill
+
+
 @dataclass
 class MethodConfig:
     name: str = MISSING  # base | rag | ft | ft_rag
@@ -97,6 +104,7 @@ class MethodConfig:
     # method reads besides model, data and eval (of retriever, finetune, trainer, augment).
     # A group a method does not read is left out of its cells' hash and folder name.
     reads: list[str] = field(default_factory=list)
+    recipe: TrainingRecipe = TrainingRecipe.documents  # what a fine-tuning method trains on
 
 
 class EncoderSource(str, Enum):

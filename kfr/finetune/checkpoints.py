@@ -37,7 +37,7 @@ from kfr.core.storage import (
 from kfr.data.loading import EvalData
 from kfr.finetune.keys import training_key
 from kfr.finetune.modes import check_finetune_settings, strategy
-from kfr.finetune.paraphrases import training_texts
+from kfr.finetune.recipes import TrainingSet, training_set
 from kfr.finetune.train import LOG_DIR, METRICS_FILE, train
 from kfr.generation import TextGenerator
 from kfr.models.lm import LanguageModel
@@ -76,16 +76,14 @@ def finetuned_model(
 ) -> FinetunedModel:
     """The model of cfg fine-tuned on data's knowledge base: trained now, or reused."""
     check_finetune_settings(cfg)
-    texts = training_texts(cfg, data, cache_dir, generator=generator)
-    key = training_key(cfg, texts.texts)
+    training = training_set(cfg, data, cache_dir, generator=generator)
+    key = training_key(cfg, training.content())
     target = checkpoint_dir(cfg, cache_dir, key)
     resume_dir = resume_checkpoint_dir(target)
     rank = secondary_rank()
     if rank and not (target / READY_MARKER).exists():
         with tempfile.TemporaryDirectory(prefix=f"kfr-rank{rank}-") as scratch:
-            train(
-                cfg, texts.texts, cache_dir, Path(scratch), loggers=loggers, resume_dir=resume_dir
-            )
+            _train(cfg, training, cache_dir, Path(scratch), loggers, resume_dir)
         log.info("Rank %d: training done; rank 0 saves and scores", rank)
         raise SystemExit(0)
     if rank:
@@ -95,10 +93,8 @@ def finetuned_model(
 
     def build(out_dir: Path) -> None:
         nonlocal trained_here
-        summary = train(
-            cfg, texts.texts, cache_dir, out_dir, loggers=loggers, resume_dir=resume_dir
-        )
-        summary.update(key=key, paraphrases=texts.stats)
+        summary = _train(cfg, training, cache_dir, out_dir, loggers, resume_dir)
+        summary.update(key=key, **training.stats)
         atomic_write_json(out_dir / SUMMARY_FILE, summary)
         trained_here = True
 
@@ -110,6 +106,26 @@ def finetuned_model(
         log.info("Reusing the fine-tuned checkpoint %s", target)
     lm = strategy(cfg.finetune.mode).load_for_scoring(cfg, target, cache_dir)
     return FinetunedModel(lm, summary, target)
+
+
+def _train(
+    cfg: KfrConfig,
+    training: TrainingSet,
+    cache_dir: str | Path,
+    out_dir: Path,
+    loggers: Sequence[Any],
+    resume_dir: Path,
+) -> dict[str, Any]:
+    return train(
+        cfg,
+        training.texts,
+        cache_dir,
+        out_dir,
+        loggers=loggers,
+        resume_dir=resume_dir,
+        examples=training.examples,
+        extras=training.extras,
+    )
 
 
 def copy_training_logs(checkpoint: Path, run_dir: Path) -> Path:

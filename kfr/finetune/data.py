@@ -10,7 +10,7 @@ The order is drawn again every epoch (``random.Random`` seeded by seed and epoch
 meet different neighbours and block boundaries fall elsewhere; Lightning reloads the dataloader
 each epoch (``reload_dataloaders_every_n_epochs=1``) to get it. Every rank of a distributed run
 packs the same blocks and takes every world-size-th one (:func:`rank_share`); a run resumed
-mid-epoch skips the batches it had already trained (:class:`_ResumableLoader`).
+mid-epoch skips the batches it had already trained (:class:`ResumableLoader`).
 """
 
 from __future__ import annotations
@@ -131,22 +131,23 @@ class PackedKnowledgeData(pl.LightningDataModule):
             blocks = rank_share(blocks, self.trainer.global_rank, self.trainer.world_size)
         # The blocks are already in a fresh random order: a sequential sampler keeps ranks and
         # repeated runs in step.
-        loader = _ResumableLoader(_Blocks(blocks), batch_size=self.batch_size, shuffle=False)
-        loader.skip = self._batches_done_before_restart(len(loader))
+        loader = ResumableLoader(_Blocks(blocks), batch_size=self.batch_size, shuffle=False)
+        loader.skip = batches_done_before_restart(self.trainer, len(loader))
         return loader
 
-    def _batches_done_before_restart(self, n_batches: int) -> int:
-        """Batches of this epoch trained before the checkpoint being resumed from, else 0.
 
-        Lightning restores its loop counters before it asks for the dataloader and then runs
-        only the epoch's remaining batches; without skipping, those would be the epoch's first
-        blocks again (seen twice) and its last ones never.
-        """
-        loop = getattr(self.trainer, "fit_loop", None)
-        if loop is None or not loop.restarting:
-            return 0
-        done = loop.epoch_loop.batch_progress.current.processed
-        return done if 0 < done < n_batches else 0
+def batches_done_before_restart(trainer, n_batches: int) -> int:
+    """Batches of this epoch trained before the checkpoint being resumed from, else 0.
+
+    Lightning restores its loop counters before it asks for the dataloader and then runs only
+    the epoch's remaining batches; without skipping, those would be the epoch's first batches
+    again (seen twice) and its last ones never.
+    """
+    loop = getattr(trainer, "fit_loop", None)
+    if loop is None or not loop.restarting:
+        return 0
+    done = loop.epoch_loop.batch_progress.current.processed
+    return done if 0 < done < n_batches else 0
 
 
 def rank_share(blocks: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
@@ -158,7 +159,7 @@ def rank_share(blocks: torch.Tensor, rank: int, world_size: int) -> torch.Tensor
     return blocks[indices[rank::world_size]]
 
 
-class _ResumableLoader(DataLoader):
+class ResumableLoader(DataLoader):
     """A DataLoader whose next iteration starts ``skip`` batches in (then it resets): the same
     length, so Lightning's batch counts and learning-rate schedule are unchanged."""
 

@@ -1,6 +1,10 @@
 """The Lightning module that trains a transformers causal LM on packed knowledge-base blocks.
 
-Plain next-token loss on every position (blocks hold no padding), AdamW with decoupled weight
+Packed document blocks (a tensor batch): plain next-token loss on every position (blocks hold no
+padding). Supervised examples (a dict batch from :mod:`kfr.finetune.examples`): the loss on the
+answer tokens only, or with the teacher's targets in the batch (distill) KL(teacher || student)
+on those tokens, the teacher's top-k probabilities plus one remainder bucket. AdamW with decoupled
+weight
 decay on matrices only, linear warmup then cosine / linear decay or a constant rate, stepped per
 optimizer step. Gradient accumulation and clipping are the Trainer's (``accumulate_grad_batches``,
 ``gradient_clip_val``). The loss logged is the mean over the micro-batches of one optimizer step,
@@ -89,10 +93,36 @@ class CausalLMModule(pl.LightningModule):
     def forward(self, input_ids: torch.Tensor):
         return self.model(input_ids=input_ids, labels=input_ids, use_cache=False)
 
-    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        loss = self(batch).loss
+    def training_step(self, batch: torch.Tensor | dict, batch_idx: int) -> torch.Tensor:
+        if not isinstance(batch, dict):
+            loss = self(batch).loss
+        elif "teacher_ids" in batch:
+            loss = self._distillation_loss(batch)
+        else:
+            loss = self.model(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                labels=batch["labels"],
+                use_cache=False,
+            ).loss
         self._pending.append(loss.detach())
         return loss
+
+    def _distillation_loss(self, batch: dict) -> torch.Tensor:
+        logits = self.model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+        ).logits
+        where = torch.isfinite(batch["teacher_logprobs"][..., 0])  # positions with a target
+        student = logits[where].float().log_softmax(-1)  # [n, vocab]
+        teacher_lp = batch["teacher_logprobs"][where]  # [n, k]
+        student_top = student.gather(-1, batch["teacher_ids"][where])  # [n, k]
+        teacher_p = teacher_lp.exp()
+        # The probability mass outside the teacher's top k, for both: one more bucket.
+        teacher_rest = (1 - teacher_p.sum(-1)).clamp_min(1e-8)
+        student_rest = (1 - student_top.exp().sum(-1)).clamp_min(1e-8)
+        kl = (teacher_p * (teacher_lp - student_top)).sum(-1)
+        kl = kl + teacher_rest * (teacher_rest.log() - student_rest.log())
+        return kl.mean()
 
     def on_before_optimizer_step(self, optimizer) -> None:
         loss = torch.stack(self._pending).mean()

@@ -30,6 +30,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from kfr.core.schema import KfrConfig
 from kfr.core.storage import atomic_write
 from kfr.finetune.data import PackedKnowledgeData
+from kfr.finetune.examples import ExampleData, TrainingExample
 from kfr.finetune.modes import strategy
 from kfr.finetune.module import CausalLMModule
 from kfr.finetune.settings import micro_batch_and_accumulation, world_size
@@ -139,6 +140,13 @@ def build_trainer(
     )
 
 
+def _max_length(model) -> int:
+    """Longest supervised example: the model's own context (prompts are short; RAFT's hold
+    retriever.k chunks)."""
+    config = getattr(model.config, "text_config", None) or model.config
+    return int(getattr(config, "max_position_embeddings", 2048) or 2048)
+
+
 def _count_parameters(model) -> tuple[int, int]:
     params = list(model.parameters())
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
@@ -153,8 +161,12 @@ def train(
     loggers: Sequence[Logger] = (),
     callbacks: Sequence[Callback] = (),
     resume_dir: Path | None = None,
+    examples: Sequence[TrainingExample] | None = None,
+    extras: Sequence[dict] | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune on ``texts``, save into ``out_dir`` (global rank 0) and return the summary.
+    """Fine-tune on ``texts`` (packed blocks) or, when given, on supervised ``examples`` (with
+    per-example ``extras``: the teacher's targets for distillation); save into ``out_dir``
+    (global rank 0) and return the summary.
 
     ``resume_dir``: where periodic resumable checkpoints go, and where an earlier, interrupted
     call with the same settings left its last one (training continues from it).
@@ -165,8 +177,14 @@ def train(
     micro, accumulate = micro_batch_and_accumulation(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     model, tokenizer = way.trainable_model(cfg, cache_dir)
-    data = PackedKnowledgeData(texts, seed=cfg.seed)
-    data.connect(tokenizer, micro, ft.block_size)
+    data: PackedKnowledgeData | ExampleData
+    if examples is not None:
+        data = ExampleData(examples, seed=cfg.seed)
+        data.extras = list(extras) if extras is not None else None
+        data.connect(tokenizer, micro, _max_length(model))
+    else:
+        data = PackedKnowledgeData(texts, seed=cfg.seed)
+        data.connect(tokenizer, micro, ft.block_size)
     data.setup()
     module = CausalLMModule(
         model,
@@ -185,11 +203,17 @@ def train(
         callbacks=[*callbacks, *resume_callbacks],
     )
     trainable, total = _count_parameters(model)
+    units = (
+        f"{len(examples)} examples, {data.n_tokens} tokens ({data.n_target_tokens} trained on)"
+        if isinstance(data, ExampleData)
+        else f"{len(texts)} texts, {data.n_tokens} tokens -> {data.n_blocks} blocks of "
+        f"{ft.block_size}"
+    )
     log.info(
-        "Fine-tuning (%s): %d texts, %d tokens -> %d blocks of %d per epoch, %d epochs, "
-        "batch %d = %d x %d accumulation x %d devices, %d of %d parameters trained",
-        mode.value, len(texts), data.n_tokens, data.n_blocks, ft.block_size, ft.epochs,
-        ft.batch_size, micro, accumulate, world_size(cfg.trainer), trainable, total,
+        "Fine-tuning (%s): %s per epoch, %d epochs, batch %d = %d x %d accumulation x %d "
+        "devices, %d of %d parameters trained",
+        mode.value, units, ft.epochs, ft.batch_size, micro, accumulate,
+        world_size(cfg.trainer), trainable, total,
     )  # fmt: skip
     if resume_from is not None:
         log.info("Resuming the interrupted fine-tuning from %s", resume_from)
@@ -208,15 +232,22 @@ def train(
         state_dict = {k.removeprefix("model."): v for k, v in gathered.items()}
     if trainer.is_global_zero:
         way.save(module.model, tokenizer, out_dir, state_dict=state_dict)
-    tokens = data.n_blocks * ft.block_size * ft.epochs
+    if isinstance(data, ExampleData):
+        tokens = data.n_tokens * ft.epochs
+        shape = {"examples": len(examples or ()), "target_tokens_per_epoch": data.n_target_tokens}
+    else:
+        tokens = data.n_blocks * ft.block_size * ft.epochs
+        shape = {
+            "texts": len(texts),
+            "blocks_per_epoch": data.n_blocks,
+            "block_size": ft.block_size,
+        }
     losses = module.step_losses
     return {
         "mode": mode.value,
         "epochs": ft.epochs,
         "steps": trainer.global_step,
-        "texts": len(texts),
-        "blocks_per_epoch": data.n_blocks,
-        "block_size": ft.block_size,
+        **shape,
         "batch_size": ft.batch_size,
         "micro_batch_size": micro,
         "accumulate": accumulate,

@@ -165,6 +165,35 @@ def _quantization(compute_dtype: torch.dtype) -> Any:
     )
 
 
+def _tokenizer(cfg: ModelConfig, cache_dir: str | Path, checkpoint: str, revision: str | None):
+    from transformers import AutoTokenizer
+
+    if cfg.tokenizer:
+        path, field = cfg.tokenizer, "model.tokenizer"
+    elif checkpoint == "random_init":
+        path, field = str(_embedded_checkpoint(cache_dir)), "model.tokenizer"
+    else:
+        path, field = checkpoint, "model.path"
+    tokenizer = from_pretrained(
+        AutoTokenizer,
+        path,
+        field,
+        revision=None if cfg.tokenizer else revision,
+        trust_remote_code=cfg.trust_remote_code,
+    )
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_tokenizer(cfg: ModelConfig, cache_dir: str | Path) -> Any:
+    """The model's tokenizer alone (counting training tokens needs no weights)."""
+    if cfg.source == ModelSource.random_init:
+        return _tokenizer(cfg, cache_dir, "random_init", None)
+    checkpoint, revision = base_checkpoint(cfg, cache_dir)
+    return _tokenizer(cfg, cache_dir, checkpoint, revision)
+
+
 def load_model(
     cfg: ModelConfig,
     cache_dir: str | Path,
@@ -179,7 +208,7 @@ def load_model(
     layers computing in that dtype (QLoRA), from a safetensors checkpoint (transformers cannot
     quantise a GGUF file or an in-memory model).
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     dtype = resolve_dtype(cfg.dtype)
     device = resolve_device(cfg.device)
@@ -192,19 +221,7 @@ def load_model(
         checkpoint, revision = base_checkpoint(cfg, cache_dir)
         field = "model.path"
 
-    if cfg.tokenizer:
-        tok_path, tok_field = cfg.tokenizer, "model.tokenizer"
-    elif checkpoint == "random_init":
-        tok_path, tok_field = str(_embedded_checkpoint(cache_dir)), "model.tokenizer"
-    else:
-        tok_path, tok_field = checkpoint, "model.path"
-    tokenizer = from_pretrained(
-        AutoTokenizer,
-        tok_path,
-        tok_field,
-        revision=None if cfg.tokenizer else revision,
-        **common,
-    )
+    tokenizer = _tokenizer(cfg, cache_dir, checkpoint, revision)
 
     if checkpoint == "random_init":
         model = _build_random_llama(cfg, tokenizer)
@@ -229,8 +246,6 @@ def load_model(
     else:
         model = model.to(device)
     model.eval()
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
     max_length = max_length_rule(cfg, model, tokenizer)
     log.info(
         "Loaded model %s from %s on %s (max length %d)", cfg.name, checkpoint, device, max_length

@@ -51,6 +51,16 @@ class Aggregate:
     def cards(self) -> set[str]:
         return {c.card_digest or "none" for c in self.cells}
 
+    @property
+    def augment_source(self) -> str | None:
+        return self.cells[0].augment_source
+
+    @property
+    def paraphrase_arm(self) -> bool:
+        """Fine-tuning on documents and paraphrases, as the paper's FT-reg / FT-par columns
+        mean (entity-graph texts are their own arm)."""
+        return self.augment_source != "entigraph"
+
 
 def aggregate(cells: Iterable[CellResult]) -> list[Aggregate]:
     """Group cells by setting; one cell per seed (the first found, by folder name)."""

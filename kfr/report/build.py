@@ -15,10 +15,11 @@ from pathlib import Path
 from kfr.cell.folder import format_failures
 from kfr.core.storage import atomic_write_text
 from kfr.report.aggregates import Aggregate, aggregate
+from kfr.report.arms import arms_table
 from kfr.report.collect import Collected, collect
 from kfr.report.layouts import curve_table, methods_table, paraphrase_tables
 from kfr.report.paper import PAPER
-from kfr.report.plots import plot_curves
+from kfr.report.plots import plot_curves, plot_tokens
 from kfr.report.render import Table, legend
 
 REPORT_FILE = "report.md"
@@ -105,6 +106,8 @@ def build_report(roots: list[str | Path]) -> Report:
         if (table := methods_table(aggs, attempts)) is not None:
             tables.append(table)
         tables += paraphrase_tables(aggs, attempts)
+    if aggs and (table := arms_table(aggs)) is not None:
+        tables.append(table)
     if aggs:
         for axis in ("paraphrases", "k"):
             if (table := curve_table(aggs, axis)) is not None:
@@ -168,6 +171,8 @@ def write_report(report: Report, out_dir: str | Path) -> Path:
         for axis in ("paraphrases", "k")
         if (p := plot_curves(report.aggregates, axis, out)) is not None
     ]
+    if (p := plot_tokens(report.aggregates, out)) is not None:
+        report.plots.append(p)
     for table in report.tables:
         atomic_write_text(out / f"{table.name}.csv", _csv_text(table.records))
     atomic_write_text(out / CELLS_FILE, _csv_text(_cell_records(report)))

@@ -39,6 +39,13 @@ class CellResult:
     card_digest: str | None
     variant: str  # digest of every other setting: cells agreeing on it are seeds of each other
     settings: dict[str, Any] = field(default_factory=dict)  # a few knobs worth showing
+    retrieve: bool = False  # answered with retrieved chunks in the prompt
+    augment_source: str | None = None  # where augmentation texts came from (paraphrases > 0)
+    forgetting: float | None = None  # base accuracy on the control set minus this cell's
+    forgetting_ci95: tuple[float, float] | None = None
+    per_category: dict[str, dict[str, Any]] = field(default_factory=dict)  # SliCK category
+    train_tokens: int | None = None  # tokens fine-tuning processed (all epochs)
+    train_wall_s: float | None = None
 
 
 def _task(config: dict[str, Any], data_name: str) -> str:
@@ -96,9 +103,25 @@ def cell_result(folder: CellFolder) -> CellResult | None:
             card_digest=_card_digest(card),
             variant=_variant(config) if config else "?",
             settings=settings if finetune else {},
+            retrieve=retrieve,
+            augment_source=_augment_source(config) if finetune and paraphrases else None,
+            forgetting=metrics.get("forgetting"),
+            forgetting_ci95=_pair(metrics.get("forgetting_ci95")),
+            per_category=dict(metrics.get("per_category") or {}),
+            train_tokens=(results.finetune or {}).get("tokens"),
+            train_wall_s=(results.finetune or {}).get("wall_s"),
         )
     except (KeyError, TypeError, ValueError, AttributeError):
         return None
+
+
+def _augment_source(config: dict[str, Any]) -> str | None:
+    source = (config.get("augment") or {}).get("source")
+    return None if source is None else str(source)
+
+
+def _pair(value: Any) -> tuple[float, float] | None:
+    return (float(value[0]), float(value[1])) if value else None
 
 
 def _variant(config: dict[str, Any]) -> str:

@@ -39,6 +39,7 @@ from kfr.report.render import (
 
 def _reg_first(aggs: Sequence[Aggregate]) -> list[Aggregate]:
     """Fine-tuning without paraphrases when run, else the fewest paraphrases."""
+    aggs = [a for a in aggs if a.paraphrase_arm]
     if not aggs:
         return []
     fewest = min(a.paraphrases or 0 for a in aggs)
@@ -46,11 +47,12 @@ def _reg_first(aggs: Sequence[Aggregate]) -> list[Aggregate]:
 
 
 def _reg(aggs: Sequence[Aggregate]) -> list[Aggregate]:
-    return [a for a in aggs if not a.paraphrases]
+    return [a for a in aggs if not a.paraphrases and a.paraphrase_arm]
 
 
 def _par(aggs: Sequence[Aggregate]) -> list[Aggregate]:
     """Fine-tuning with the most paraphrases run (the paper's FT-par used up to 10)."""
+    aggs = [a for a in aggs if a.paraphrase_arm]
     counts = [a.paraphrases for a in aggs if a.paraphrases]
     return [a for a in aggs if counts and a.paraphrases == max(counts)]
 
@@ -187,6 +189,8 @@ def curve_points(aggs: list[Aggregate], methods: tuple[str, ...], axis: str) -> 
         if a.method not in methods or value is None:
             continue
         if axis == "k" and a.paraphrases:  # K curves: fine-tuning without paraphrases
+            continue
+        if not a.paraphrase_arm:  # entity-graph texts: the arms table and its token plot
             continue
         key = (a.model, a.task, a.shots, a.method)
         best = curves[key].get(value)

@@ -189,3 +189,21 @@ def retrieve_passages(
         },
     }
     return Retrieval(cfg.k, hits, info)
+
+
+def knowledge_chunks(
+    cfg: RetrieverConfig,
+    documents: Sequence[Document],
+    cache_dir: str | Path,
+    *,
+    progress: bool = True,
+) -> list[Chunk]:
+    """Every chunk of the knowledge base as this retriever cuts and indexes it (RAFT trains on
+    the very texts retrieval returns); the index is built if the cache lacks it."""
+    from kfr.retrieval.cache import ensure_index, read_chunks  # faiss: see retrieve_passages
+    from kfr.retrieval.encoders import load_encoder, resolve_encoder_device
+    from kfr.retrieval.faiss_index import faiss_gpus
+
+    gpus = faiss_gpus(resolve_encoder_device(cfg.device), cfg.gpu_ids)
+    files = ensure_index(documents, cfg, cache_dir, load_encoder(cfg), gpus=gpus, progress=progress)
+    return read_chunks(files)

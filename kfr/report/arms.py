@@ -1,0 +1,126 @@
+"""The arms table: every knowledge-injection arm side by side, with what it costs.
+
+One row per model x task x shots x arm (cells differing only by seed aggregated): accuracy with
+its 95% interval, whether the arm reads retrieved chunks at answer time, forgetting on the
+control set (base accuracy minus the arm's, paired interval; mean over seeds), accuracy per
+SliCK category of the evaluation questions (which facts an arm injects, which it breaks), and
+the training tokens and wall time it spent. The arms of the paper (Base, RAG, FT-reg, FT-par and
+their +RAG forms) come first, then the newer recipes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from kfr.report.aggregates import Aggregate
+from kfr.report.render import MISSING, Table, model_label
+
+CATEGORIES = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
+_ORDER = (
+    "Base", "RAG", "FT-reg", "FT-par", "FT-EntiGraph", "QA-FT", "Distill",
+    "FT-reg+RAG", "FT-par+RAG", "FT-EntiGraph+RAG", "RAFT",
+)  # fmt: skip
+_NEW = {"qa_ft": "QA-FT", "distill": "Distill", "raft": "RAFT"}
+
+
+def arm_label(agg: Aggregate) -> str:
+    """What the paper and METHODS.md call this aggregate's arm."""
+    if agg.method in _NEW:
+        return _NEW[agg.method]
+    if agg.method in ("base", "rag"):
+        return {"base": "Base", "rag": "RAG"}[agg.method]
+    if agg.augment_source == "entigraph":
+        name = "FT-EntiGraph"
+    else:
+        name = "FT-par" if agg.paraphrases else "FT-reg"
+    return name + ("+RAG" if agg.method == "ft_rag" else "")
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
+def _interval(text: str, ci: tuple[float, float] | None) -> str:
+    return text if ci is None else f"{text}±{(ci[1] - ci[0]) / 2:.3f}"
+
+
+def _forgetting(agg: Aggregate) -> tuple[str, dict[str, object]]:
+    values = [c.forgetting for c in agg.cells]
+    mean = _mean(values)
+    if mean is None:
+        return MISSING, {}
+    # One seed: the paired bootstrap interval over control questions; several: their spread is
+    # left to the CSV (per cell) and the mean shown.
+    ci = agg.cells[0].forgetting_ci95 if len(agg.cells) == 1 else None
+    record = {"forgetting": round(mean, 6)}
+    if ci is not None:
+        record |= {"forgetting_ci95_low": ci[0], "forgetting_ci95_high": ci[1]}
+    return _interval(f"{mean:+.3f}", ci), record
+
+
+def _categories(agg: Aggregate) -> tuple[list[str], dict[str, object]]:
+    texts, record = [], {}
+    for category in CATEGORIES:
+        accs = [(c.per_category.get(category) or {}).get("acc") for c in agg.cells]
+        ns = [(c.per_category.get(category) or {}).get("n") for c in agg.cells]
+        acc = _mean(accs)
+        if acc is None or not ns[0]:
+            texts.append(MISSING)
+            continue
+        texts.append(f"{acc:.2f} (n={ns[0]})")
+        record[f"acc_{category}"] = round(acc, 6)
+        record[f"n_{category}"] = ns[0]
+    return texts, record
+
+
+def arms_table(aggs: list[Aggregate]) -> Table | None:
+    """The arms of every model x task x shots; None when no new arm or forgetting was run."""
+    new = any(
+        a.method in _NEW or a.augment_source == "entigraph" or a.cells[0].forgetting is not None
+        for a in aggs
+    )
+    if not new:
+        return None
+    rows, records = [], []
+    ordered = sorted(
+        aggs,
+        key=lambda a: (a.model, a.task, a.shots, _ORDER.index(arm_label(a)), a.k or 0, -a.mean),
+    )
+    for agg in ordered:
+        arm = arm_label(agg)
+        acc = _interval(f"{agg.mean:.3f}", agg.ci95)
+        forgetting, forgetting_record = _forgetting(agg)
+        categories, category_record = _categories(agg)
+        tokens = _mean([c.train_tokens for c in agg.cells])
+        wall = _mean([c.train_wall_s for c in agg.cells])
+        retrieval = f"K={agg.k}" if agg.cells[0].retrieve else "closed-book"
+        rows.append(
+            [
+                model_label(agg.model), agg.task, arm, retrieval, acc,
+                str(agg.seeds), forgetting, *categories,
+                MISSING if tokens is None else f"{tokens:,.0f}",
+                MISSING if wall is None else f"{wall:.0f}",
+            ]
+        )  # fmt: skip
+        records.append(
+            {
+                "table": "arms", "model": agg.model, "task": agg.task, "shots": agg.shots,
+                "arm": arm, "method": agg.method, "k": agg.k, "paraphrases": agg.paraphrases,
+                "acc_mean": round(agg.mean, 6),
+                "ci95_low": None if agg.ci95 is None else round(agg.ci95[0], 6),
+                "ci95_high": None if agg.ci95 is None else round(agg.ci95[1], 6),
+                "ci_over": agg.ci_over, "seeds": agg.seeds, **forgetting_record,
+                **category_record, "train_tokens": tokens, "train_wall_s": wall,
+                "folders": " ".join(str(c.path) for c in agg.cells),
+            }
+        )  # fmt: skip
+    header = ["Model", "Task", "Arm", "Answers", "Acc", "Seeds", "Forgetting"]
+    header += [f"Acc {c}" for c in CATEGORIES] + ["Train tokens", "Train s"]
+    notes = [
+        "Acc: mean over seeds ± half its 95% interval (one seed: bootstrap over questions). "
+        "Forgetting: base accuracy on the control set of known facts minus the arm's (paired "
+        "95% interval). Acc by SliCK category of the base model's knowledge of each question "
+        "(Gekhman et al. 2024); n = questions in it."
+    ]
+    return Table("arms", "Knowledge-injection arms and their cost", header, rows, records, notes)
