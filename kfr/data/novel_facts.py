@@ -2,7 +2,8 @@
 
 Every entity is a fictional person with six facts, each drawn from its own pool of values. The
 generator writes a knowledge base (one biography per person), one four-option question per fact
-and template paraphrases of every biography for the paraphrase-augmentation experiment.
+and template paraphrases of every biography for the paraphrase-augmentation experiment;
+:func:`training_pairs` writes training questions from the facts in phrasings of their own.
 
 Output depends on the spec only: all randomness comes from one ``random.Random(seed)`` and
 everything is iterated in a fixed order, so the same spec gives byte-identical files. Bump
@@ -15,6 +16,7 @@ command (:mod:`kfr.cli.novel_facts`) writes it anywhere.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,7 +26,7 @@ from kfr.data.cards import DIRECTORY_CARD, sha256_file
 from kfr.data.knowledge_base import write_knowledge_base_jsonl
 from kfr.data.paraphrases import write_paraphrases_jsonl
 from kfr.data.questions import write_questions_jsonl
-from kfr.data.schema import Document, Question
+from kfr.data.schema import Document, QaPair, Question
 
 GENERATOR_NAME = "kfr.data.novel_facts"
 GENERATOR_VERSION = 1
@@ -122,6 +124,31 @@ QUESTION_TEMPLATES = {
     "founded_organisation": "Which organisation did {name} found?",
     "favourite_instrument": "What was {name}'s favourite musical instrument?",
 }
+
+# Training questions (qa=template), per attribute: none equals or closely rewords the evaluation
+# phrasing above (other question words, no shared word 5-gram), so a model trained on them must
+# carry each fact over to the evaluation's wording. The unit tests measure the overlap.
+TRAINING_QUESTION_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "birth_city": ("Where was {name} born?", "{name} was born in which town?",
+        "Name the birthplace of {name}.", "What is the name of the town where {name} was born?",
+        "{name} came into the world in what place?"),
+    "birth_year": ("When was {name} born?", "{name} was born in which year?",
+        "Give the birth year of {name}.", "What year did {name} come into the world?",
+        "Name the year of {name}'s birth."),
+    "profession": ("What did {name} do for a living?", "{name} worked in which occupation?",
+        "Name the trade that {name} practised.", "How did {name} earn a living?",
+        "What line of work was {name} in?"),
+    "employer": ("Who employed {name}?", "{name} was employed by which firm?",
+        "Name the employer of {name}.", "What was the name of {name}'s employer?",
+        "{name} drew a salary from which business?"),
+    "founded_organisation": ("{name} was the founder of what?",
+        "Name the body that {name} established.", "What institution did {name} set up?",
+        "What group owes its founding to {name}?", "Which body was established by {name}?"),
+    "favourite_instrument": ("Which instrument did {name} like best?",
+        "{name} loved which instrument most?", "What instrument was {name} most fond of?",
+        "Name the instrument {name} preferred above all others.",
+        "Of all instruments, which did {name} prefer?"),
+}  # fmt: skip
 
 # Sentence templates per fact: {s} subject, {s_pos} its possessive, {v} value, {a} "a"/"an".
 # The first template of each attribute builds the original biography.
@@ -321,6 +348,49 @@ def generate_novel_facts(spec: NovelFactsSpec) -> NovelFacts:
         for entity, document in zip(entities, documents, strict=True)
     }
     return NovelFacts(documents=documents, questions=questions, paraphrases=paraphrases)
+
+
+# ----------------------------------------------------------------------------- training pairs
+
+
+def training_pairs(documents: Sequence[Document], per_fact: int, seed: int) -> list[QaPair]:
+    """``per_fact`` training questions per fact of every document, phrased with
+    :data:`TRAINING_QUESTION_TEMPLATES` (never the evaluation's), answered by the fact's value.
+
+    A fact's phrasings depend on ``seed``, the document id and the attribute only, so a document
+    gets the same pairs whatever else the knowledge base holds.
+    """
+    most = min(len(templates) for templates in TRAINING_QUESTION_TEMPLATES.values())
+    if isinstance(per_fact, bool) or not isinstance(per_fact, int) or not 1 <= per_fact <= most:
+        raise UserError(f"must be between 1 and {most}, got {per_fact!r}", field="qa.per_fact")
+    pairs = []
+    for document in documents:
+        name, facts = document.meta.get("entity"), document.meta.get("facts")
+        known = isinstance(facts, dict) and facts and set(facts) <= set(ATTRIBUTES)
+        if (
+            not known
+            or not isinstance(name, str)
+            or not all(isinstance(v, str) for v in facts.values())
+        ):
+            raise UserError(
+                "template training questions come with the generated novel_facts data set; use "
+                f"qa=llm or qa=file (document '{document.id}' has no novel_facts meta facts)",
+                field="qa.source",
+            )
+        for attribute in (a for a in ATTRIBUTES if a in facts):  # not the meta's key order
+            templates = TRAINING_QUESTION_TEMPLATES[attribute]
+            # A string seed is hashed the same way in every process (unlike hash()).
+            rng = random.Random(f"{seed}/{document.id}/{attribute}")
+            pairs += [
+                QaPair(
+                    id=f"{document.id}-{attribute}-t{j}",
+                    doc_id=document.id,
+                    question=templates[j].format(name=name),
+                    answer=facts[attribute],
+                )
+                for j in sorted(rng.sample(range(len(templates)), per_fact))
+            ]
+    return pairs
 
 
 # ----------------------------------------------------------------------------- files

@@ -120,7 +120,9 @@ class CausalLMModule(pl.LightningModule):
         # The probability mass outside the teacher's top k, for both: one more bucket.
         teacher_rest = (1 - teacher_p.sum(-1)).clamp_min(1e-8)
         student_rest = (1 - student_top.exp().sum(-1)).clamp_min(1e-8)
-        kl = (teacher_p * (teacher_lp - student_top)).sum(-1)
+        # 0 * log 0 = 0: a teacher probability of 0 contributes nothing (never NaN).
+        terms = torch.where(teacher_p > 0, teacher_p * (teacher_lp - student_top), 0.0)
+        kl = terms.sum(-1)
         kl = kl + teacher_rest * (teacher_rest.log() - student_rest.log())
         return kl.mean()
 

@@ -8,10 +8,14 @@ paper's FT-reg). Sources (``augment.source``):
 - ``llm``: an instruction-tuned model (``augment.generator``) with the paper's instruction, JSON
   answers validated and retried (:mod:`kfr.generation`), cached per settings under
   ``<cache>/paraphrases/`` in the paraphrase JSONL format;
-- ``file``: the user's paraphrase JSONL; every id must name a knowledge-base document.
+- ``file``: the user's paraphrase JSONL; every id must name a knowledge-base document;
+- ``entigraph``: N entity-graph texts per document instead (:mod:`kfr.finetune.entigraph`).
 
 A document with fewer than N usable paraphrases trains on what it has; the shortfall is counted
-in results (``finetune.paraphrases``) rather than hidden.
+in results (``finetune.paraphrases``) rather than hidden. ``augment.tokens`` caps the augmented
+texts (never the documents) at that many tokens of the model being trained
+(:func:`within_token_budget`), so augmentations compare at equal training tokens. Replay texts
+(:mod:`kfr.finetune.replay`) come last.
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ from kfr.core.storage import atomic_write_json, build_directory_once
 from kfr.data.loading import EvalData
 from kfr.data.readers import read_paraphrases, write_paraphrases_jsonl
 from kfr.data.schema import Document
+from kfr.finetune.entigraph import has_fact_meta, llm_entigraph, template_entigraph
 from kfr.finetune.keys import content_digest, model_identity
+from kfr.finetune.replay import with_replay
 from kfr.generation import SamplingSettings, TextGenerator, TransformersGenerator, generate_json
 
 log = logging.getLogger(__name__)
@@ -53,10 +59,16 @@ LLM_FILE = "paraphrases.jsonl"
 LLM_STATS = "stats.json"
 
 
+# Tokens of each text, as the model being trained counts them.
+TokenCounter = Callable[[list[str]], list[int]]
+
+
 @dataclass
 class TrainingTexts:
-    texts: list[str]  # every document, then the paraphrases, document by document
-    stats: dict[str, Any]  # the paraphrase counts results report
+    # Every document, then the paraphrases (or entity-graph texts) document by document, then
+    # the replay texts.
+    texts: list[str]
+    stats: dict[str, Any]  # the paraphrase, token and replay counts results report
 
 
 def paraphrase_prompt(text: str, n: int) -> str:
@@ -231,7 +243,94 @@ def llm_paraphrases(
     return found, {"cache": str(target), "generation": stats}
 
 
+def _entigraph_texts(
+    cfg: KfrConfig,
+    documents: Sequence[Document],
+    cache_dir: str | Path,
+    generator: TextGenerator | None,
+) -> tuple[dict[str, list[str]], dict]:
+    augment = cfg.augment
+    if has_fact_meta(documents):
+        found = template_entigraph(documents, augment.paraphrases, cfg.seed)
+        return found, {"writer": "template"}
+    settings = _generator_settings(augment.generator)
+    return llm_entigraph(
+        augment, documents, cfg.seed, cache_dir, settings=settings, generator=generator
+    )
+
+
+def within_token_budget(
+    per_document: Sequence[Sequence[str]], budget: int | None, count_tokens: TokenCounter
+) -> tuple[list[list[str]], int]:
+    """The texts kept under ``budget`` tokens, per document, and the tokens they hold.
+
+    Whole texts are taken round-robin over the documents (every document's first, then every
+    document's second, ...) until the next one would pass the budget; each document keeps a
+    prefix of its list, in its order. ``budget=None`` keeps everything (and only counts).
+    """
+    order = [
+        (d, i)
+        for i in range(max((len(texts) for texts in per_document), default=0))
+        for d, texts in enumerate(per_document)
+        if i < len(texts)
+    ]
+    counts = count_tokens([per_document[d][i] for d, i in order])
+    if len(counts) != len(order):
+        raise ValueError(f"count_tokens gave {len(counts)} counts for {len(order)} texts")
+    kept = [0] * len(per_document)
+    used = 0
+    for (d, _), tokens in zip(order, counts, strict=True):
+        if budget is not None and used + tokens > budget:
+            break
+        used += tokens
+        kept[d] += 1
+    return [list(texts[:k]) for texts, k in zip(per_document, kept, strict=True)], used
+
+
 # --------------------------------------------------------------------------- entry point
+
+
+def _augmented_texts(
+    cfg: KfrConfig,
+    data: EvalData,
+    cache_dir: str | Path,
+    generator: TextGenerator | None,
+    count_tokens: TokenCounter | None,
+) -> tuple[list[str], dict[str, Any]]:
+    """Up to augment.paraphrases texts per document from the source, within augment.tokens."""
+    augment, documents = cfg.augment, data.documents or []
+    n, budget = augment.paraphrases, augment.tokens
+    if budget is not None:
+        if budget < 1:
+            raise UserError(
+                f"must be >= 1 (or null: no budget), got {budget}", field="augment.tokens"
+            )
+        if count_tokens is None:
+            raise ValueError("augment.tokens is set: training_texts needs count_tokens")
+    source = ParaphraseSource(augment.source)
+    if source == ParaphraseSource.template:
+        found, extra = _template_paraphrases(data, n)
+    elif source == ParaphraseSource.file:
+        found, extra = _file_paraphrases(augment.file, documents)
+    elif source == ParaphraseSource.entigraph:
+        found, extra = _entigraph_texts(cfg, documents, cache_dir, generator)
+    else:
+        found, extra = llm_paraphrases(augment, documents, cfg.seed, cache_dir, generator=generator)
+    chosen = [found.get(document.id, [])[:n] for document in documents]
+    short = sum(len(texts) < n for texts in chosen)
+    if short:
+        log.warning("%d of %d documents have fewer than %d paraphrases", short, len(documents), n)
+    stats: dict[str, Any] = {"source": source.value}
+    if count_tokens is not None:
+        available = sum(len(texts) for texts in chosen)
+        chosen, stats["augment_tokens"] = within_token_budget(chosen, budget, count_tokens)
+        kept = sum(len(texts) for texts in chosen)
+        stats.update(augment_token_budget=budget, augment_texts_over_budget=available - kept)
+        if available > kept:
+            log.info("augment.tokens=%d keeps %d of %d augmented texts", budget, kept, available)
+    texts = [text for texts in chosen for text in texts]
+    stats.update(total=len(texts), documents_short=short, **extra)
+    return texts, stats
 
 
 def training_texts(
@@ -240,35 +339,28 @@ def training_texts(
     cache_dir: str | Path,
     *,
     generator: TextGenerator | None = None,
+    count_tokens: TokenCounter | None = None,
 ) -> TrainingTexts:
-    """The documents, then up to augment.paraphrases paraphrases of each."""
+    """The documents, then up to augment.paraphrases paraphrases of each, then replay texts.
+
+    ``count_tokens(texts)`` gives each text's token count with the tokenizer of the model being
+    trained; needed when ``augment.tokens`` is set (else ValueError), and when given the
+    augmented texts' tokens are reported (``augment_tokens``) with or without a budget.
+    """
     documents = data.documents or []
     if not documents:
         raise UserError(
             "fine-tuning needs a knowledge base: set data.knowledge=PATH", field="data.knowledge"
         )
-    augment = cfg.augment
-    n = augment.paraphrases
+    n = cfg.augment.paraphrases
     if n < 0:
         raise UserError(f"must be >= 0, got {n}", field="augment.paraphrases")
     texts = [d.text for d in documents]
     stats: dict[str, Any] = {"requested_per_document": n, "documents": len(documents), "total": 0}
-    if n == 0:
-        return TrainingTexts(texts, stats)
-    source = ParaphraseSource(augment.source)
-    if source == ParaphraseSource.template:
-        found, extra = _template_paraphrases(data, n)
-    elif source == ParaphraseSource.file:
-        found, extra = _file_paraphrases(augment.file, documents)
-    else:
-        found, extra = llm_paraphrases(augment, documents, cfg.seed, cache_dir, generator=generator)
-    short = 0
-    for document in documents:
-        chosen = found.get(document.id, [])[:n]
-        short += len(chosen) < n
-        texts += chosen
-    stats.update(source=source.value, total=len(texts) - len(documents), documents_short=short)
-    stats.update(extra)
-    if short:
-        log.warning("%d of %d documents have fewer than %d paraphrases", short, len(documents), n)
+    if n > 0:
+        augmented, info = _augmented_texts(cfg, data, cache_dir, generator, count_tokens)
+        texts += augmented
+        stats.update(info)
+    texts, replay = with_replay(cfg.finetune, texts, cfg.seed)
+    stats.update(replay)
     return TrainingTexts(texts, stats)
