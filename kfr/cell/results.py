@@ -40,6 +40,8 @@ class CellResults:
     command: list[str]
     retrieval: dict[str, Any] | None = None  # methods that retrieve
     finetune: dict[str, Any] | None = None  # methods that fine-tune: the training summary
+    # The control set behind forgetting and the SliCK category counts, when computed.
+    analysis: dict[str, Any] | None = None
     # Not in results.json: the per-question records (predictions.jsonl), when at hand.
     predictions: list[dict[str, Any]] | None = field(default=None, compare=False, repr=False)
     # Keys a newer or older kfr wrote that this one does not know: kept, so nothing is lost.
@@ -52,7 +54,7 @@ class CellResults:
             if f.name in ("cell", "predictions", "extra"):
                 continue
             value = getattr(self, f.name)
-            if f.name in ("retrieval", "finetune") and value is None:
+            if f.name in ("retrieval", "finetune", "analysis") and value is None:
                 continue
             out[f.name] = value
         return out | self.extra
@@ -83,6 +85,7 @@ class CellResults:
             command=list(data.get("command") or []),
             retrieval=data.get("retrieval"),
             finetune=data.get("finetune"),
+            analysis=data.get("analysis"),
             extra={k: v for k, v in data.items() if k not in known},
         )
 

@@ -12,6 +12,7 @@ Outputs, in the run directory (Hydra's ``hydra.run.dir``):
 
 from __future__ import annotations
 
+import functools
 import logging
 import platform
 import sys
@@ -26,11 +27,20 @@ from omegaconf import DictConfig
 
 from kfr.cell.folder import PREDICTIONS_FILE, RESULTS_FILE
 from kfr.cell.results import Cell, CellResults
+from kfr.core import identity as cell_identity
 from kfr.core.identity import check_method, config_hash
 from kfr.core.schema import KfrConfig, to_plain, typed_config
 from kfr.core.storage import atomic_write_json, atomic_write_jsonl
 from kfr.data.loading import load_eval_data
 from kfr.evaluation.context import fit_passages
+from kfr.evaluation.control_cache import (
+    cached_base_correct,
+    cached_categories,
+    ensure_control_set,
+    score_control,
+)
+from kfr.evaluation.forgetting import forgetting
+from kfr.evaluation.known import category_counts, per_category_accuracy
 from kfr.evaluation.metrics import predict, summarize
 from kfr.evaluation.prompts import build_requests
 from kfr.models import load_model
@@ -103,6 +113,14 @@ def run_cell(
         )
     loaded_data = time.perf_counter()
 
+    # The base model's view, shared by every cell of a model (cached): loaded only on a miss.
+    base_identity = cell_identity.digest(cell_identity.identity(cfg)["model"])
+    base_model: Any = functools.cache(lambda: load_model(cfg.model, cache_dir))
+    control = None
+    if cfg.method.finetune:
+        # Before training: an unusable control set stops the cell while nothing is spent.
+        control = ensure_control_set(cfg.eval, base_model, base_identity, cache_dir)
+
     finetuned = None
     if cfg.method.finetune:
         from kfr.finetune import finetuned_model
@@ -110,6 +128,8 @@ def run_cell(
         # Trained once per training key, then reused by every cell that needs that checkpoint.
         finetuned = finetuned_model(cfg, data, cache_dir, loggers=loggers)
     lm = finetuned.lm if finetuned is not None else load_model(cfg.model, cache_dir)
+    if finetuned is None:
+        base_model = lm
     # Retrieved chunks must fit the model's context: counted with its tokenizer.
     fitted = None
     if retrieval is None:
@@ -130,6 +150,30 @@ def run_cell(
     )
     if retrieval is not None:
         metrics.update(retrieval.recall(data.questions))
+    categories = cached_categories(
+        base_model, data.questions, cfg.eval, base_identity, cache_dir, pool=data.fewshot_pool
+    )
+    if categories is not None:
+        metrics["per_category"] = per_category_accuracy(predictions, categories)
+    control_info = None
+    if control is not None:
+        questions, control_info = control
+        base_correct = cached_base_correct(
+            base_model, questions, cfg.eval, base_identity, cache_dir
+        )
+        cell = score_control(lm, questions, batch_size=cfg.eval.batch_size, progress=False)
+        metrics.update(
+            forgetting(
+                base_correct,
+                [p.correct for p in cell],
+                samples=cfg.eval.bootstrap_samples,
+                seed=cfg.eval.bootstrap_seed,
+            )
+        )
+        control_info = {**control_info, "base_acc": metrics["control_base_acc"]}
+    if categories is not None:
+        control_info = {**(control_info or {}), "known_categories": category_counts(categories)}
+    analysed = time.perf_counter()
     used = fitted.used if fitted is not None else {}
     records = [
         p.to_json()
@@ -167,6 +211,7 @@ def run_cell(
             "load_model_s": round(loaded_model - loaded_data, 3),
             "score_s": round(scored - loaded_model, 3),
             "questions_per_s": round(len(requests) / max(scored - loaded_model, 1e-9), 2),
+            "analysis_s": round(analysed - scored, 3),  # control set, SliCK categories
             "total_s": round(time.perf_counter() - started, 3),
         },
         versions=library_versions(),
@@ -180,6 +225,7 @@ def run_cell(
             "context": {"max_length": lm.max_length, **fitted.stats},
         },
         finetune=finetuned.summary if finetuned is not None else None,
+        analysis=control_info,
         predictions=records,
     )
     if finetuned is not None:

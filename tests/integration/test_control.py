@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_smollm2_keeps_enough_embedded_control_questions(smollm2, tmp_path):
-    eval_cfg = EvalConfig(control="embedded", control_confidence=0.5, batch_size=32)
+    eval_cfg = EvalConfig(control="embedded", control_confidence=0.5, batch_size=32, progress=False)
     questions, info = ensure_control_set(eval_cfg, smollm2, "smollm2", tmp_path)
     candidates = len(build_control_questions(0))
     print(
@@ -31,10 +31,11 @@ def test_smollm2_keeps_enough_embedded_control_questions(smollm2, tmp_path):
     print(f"SmolLM2 accuracy on the kept control set: {accuracy}")
     assert accuracy == 1.0
 
-    # SliCK on the kept set: confidently known 0-shot, so mostly HighlyKnown few-shot too.
-    categories = cached_categories(
-        smollm2, questions, EvalConfig(known_prompts=4, batch_size=32), "smollm2", tmp_path
-    )
+    # SliCK on a sample of the kept set (few-shot scoring is slow on CPU): facts known
+    # confidently 0-shot are mostly HighlyKnown with few-shot prompts too.
+    sample = questions[:: max(1, len(questions) // 24)]
+    known_cfg = EvalConfig(known_prompts=2, batch_size=32, progress=False)
+    categories = cached_categories(smollm2, sample, known_cfg, "smollm2", tmp_path)
     counts = {c: sum(v == c for v in categories.values()) for c in CATEGORIES}
-    print(f"SliCK categories of the kept set (4 prompts x 4 shots): {counts}")
-    assert counts[HIGHLY_KNOWN] >= len(questions) // 2
+    print(f"SliCK categories of {len(sample)} kept questions (2 prompts x 4 shots): {counts}")
+    assert counts[HIGHLY_KNOWN] >= len(sample) // 2

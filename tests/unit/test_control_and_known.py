@@ -66,7 +66,7 @@ class CountingModel:
     def loglikelihood(self, requests, *, batch_size=8, progress=False):
         self.calls += 1
         self.requests += len(requests)
-        return self.lm.loglikelihood(requests, batch_size=batch_size, progress=progress)
+        return self.lm.loglikelihood(requests, batch_size=batch_size, progress=False)
 
 
 class TableModel:
