@@ -113,6 +113,20 @@ class CellResults:
             k = (self.retrieval or {}).get("k")
             recall = f"  recall@{k} {m['recall_at_k']:.3f}"
             lines.append(recall + (f"  recall@1 {m['recall_at_1']:.3f}" if k and k > 1 else ""))
+        if m.get("forgetting") is not None:
+            low, high = m["forgetting_ci95"]
+            lines.append(
+                f"  forgetting {m['forgetting']:+.3f}  95% CI [{low:+.3f}, {high:+.3f}]  "
+                f"(control set: base {m['control_base_acc']:.3f}, now {m['control_acc']:.3f}, "
+                f"n={m['control_n']})"
+            )
+        if m.get("per_category"):
+            known = [
+                f"{name} {c['acc']:.3f} (n={c['n']})"
+                for name, c in m["per_category"].items()
+                if c.get("n")
+            ]
+            lines.append("  by SliCK category: " + ", ".join(known))
         if len(m.get("per_subject") or {}) > 1:
             width = max(len(s) for s in m["per_subject"])
             for subject, sm in m["per_subject"].items():

@@ -155,9 +155,11 @@ class EvalConfig:
     # file; null: none.
     control: str | None = "embedded"
     control_confidence: float = 0.5  # embedded set: base P(correct answer) needed to keep one
-    # SliCK categories (Gekhman et al.): base P(correct) over this many few-shot prompts sorts
-    # every question into HighlyKnown / MaybeKnown / WeaklyKnown / Unknown; 0 = off.
-    known_prompts: int = 4
+    # SliCK categories (Gekhman et al.): base P(correct) over this many 4-shot prompts sorts
+    # every question into HighlyKnown / MaybeKnown / WeaklyKnown / Unknown, once per model and
+    # question set (cached; ~5 min for SmolLM2 on 240 questions on 2 CPU cores); 0 = off.
+    # experiment=arms turns it on.
+    known_prompts: int = 0
 
 
 @dataclass

@@ -28,8 +28,10 @@ KNOWLEDGE = [
     "The Vell river is 412 kilometres long and flows into the Amber Sea near the port of Dask.",
     "Orvane is famous for its glass, its autumn market and the old clock tower on the square.",
 ]
-# Small fine-tuning for the tiny model: a few blocks, one or two optimizer steps.
+# Small fine-tuning for the tiny model: a few blocks, one or two optimizer steps. A random model
+# knows no fact, so it has no control set to forget.
 TINY_FT = [
+    "eval.control=null",
     "finetune.epochs=1",
     "finetune.block_size=16",
     "finetune.batch_size=4",

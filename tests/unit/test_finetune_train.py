@@ -52,6 +52,7 @@ def ft_config(*overrides: str, cache: str):
             "trainer.micro_batch_size=2",
             "trainer.progress_bar=false",
             "eval.progress=false",
+            "eval.control=null",  # a random model knows no fact: no control set to forget
             *overrides,
         ]
     )

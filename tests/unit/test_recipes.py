@@ -193,3 +193,52 @@ def test_each_new_arm_trains_and_scores_end_to_end(method, tmp_path, cache_dir):
     assert (method == "raft") == (results.retrieval is not None)
     if method == "raft":
         assert ft["raft"]["raft_chunks_per_prompt"] == 1
+
+
+def test_a_fine_tuned_cell_reports_forgetting_and_categories(tmp_path):
+    from kfr.cell import run_cell
+    from kfr.data.questions import write_questions_jsonl
+
+    control = [
+        Question(f"c{i}", f"What is the capital of country {i}?", ("Oslo", "Rome", "Lima"), i % 3)
+        for i in range(6)
+    ]
+    write_questions_jsonl(tmp_path / "control.jsonl", control)
+    common = [
+        *[o for o in TINY if not o.startswith(("eval.control", "eval.known_prompts"))],
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"eval.control={tmp_path / 'control.jsonl'}",
+        "eval.known_prompts=2",
+    ]
+    ft = run_cell(compose_config([*common, "method=qa_ft"]), tmp_path / "ft")
+    m = ft.metrics
+    assert m["control_n"] == 6 and -1 <= m["forgetting"] <= 1
+    low, high = m["forgetting_ci95"]
+    assert low <= m["forgetting"] <= high
+    assert m["forgetting"] == pytest.approx(m["control_base_acc"] - m["control_acc"])
+    assert sum(c["n"] for c in m["per_category"].values()) == m["n"]
+    assert ft.analysis["known_categories"] and ft.analysis["path"].endswith("control.jsonl")
+    base = run_cell(compose_config([*common, "method=base"]), tmp_path / "base")
+    assert "forgetting" not in base.metrics  # forgetting is what fine-tuning costs
+    assert base.metrics["per_category"].keys() == m["per_category"].keys()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["method=qa_ft", "eval.control=/no/such/control.jsonl"], "control.jsonl"),
+        (["method=distill", "qa.documents_ratio=0.5"], r"qa\.documents_ratio"),
+        (["method=raft", "retriever.k=0"], r"retriever\.k"),
+        (["method=qa_ft", "qa.per_fact=9"], r"qa\.per_fact"),
+        (["method=qa_ft", "qa=file", "qa.file=/no/such/pairs.jsonl"], "pairs.jsonl"),
+    ],
+)
+def test_arms_with_settings_they_cannot_use_stop_before_training(overrides, message, tmp_path):
+    from kfr.cell import run_cell
+
+    cache = tmp_path / "cache"
+    cfg = compose_config([*TINY, *overrides, f"paths.cache_dir={cache}"])
+    with pytest.raises(UserError, match=message):
+        run_cell(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    assert not (cache / "finetuned").exists() or not any((cache / "finetuned").iterdir())
