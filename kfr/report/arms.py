@@ -10,8 +10,13 @@ their +RAG forms) come first, then the newer recipes.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
+from scipy.stats import binomtest
+
+from kfr.cell.folder import PREDICTIONS_FILE
 from kfr.report.aggregates import Aggregate
 from kfr.report.render import MISSING, Table, model_label
 
@@ -74,6 +79,45 @@ def _categories(agg: Aggregate) -> tuple[list[str], dict[str, object]]:
     return texts, record
 
 
+def _correct(folder: Path) -> dict[str, bool] | None:
+    try:
+        lines = (folder / PREDICTIONS_FILE).read_text(encoding="utf-8").splitlines()
+        return {r["id"]: bool(r["correct"]) for r in map(json.loads, lines) if r}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def mcnemar(arm: dict[str, bool], reference: dict[str, bool]) -> tuple[int, int, float]:
+    """(questions the arm gets wrong and the reference right, the reverse, exact McNemar p)."""
+    shared = arm.keys() & reference.keys()
+    lost = sum(reference[q] and not arm[q] for q in shared)
+    gained = sum(arm[q] and not reference[q] for q in shared)
+    n = lost + gained
+    return lost, gained, (binomtest(min(lost, gained), n, 0.5).pvalue if n else 1.0)
+
+
+def _versus_ft_reg(agg: Aggregate, aggs: Sequence[Aggregate]) -> tuple[str, dict[str, object]]:
+    """McNemar on paired questions against FT-reg of the same model, task, shots and seed."""
+    reference = [
+        a
+        for a in aggs
+        if arm_label(a) == "FT-reg"
+        and (a.model, a.task, a.shots) == (agg.model, agg.task, agg.shots)
+    ]
+    if not reference or agg in reference or agg.method == "base":
+        return MISSING, {}
+    by_seed = {c.seed: c for c in reference[0].cells}
+    cell = next((c for c in agg.cells if c.seed in by_seed), None)
+    if cell is None:
+        return MISSING, {}
+    arm, ref = _correct(cell.path), _correct(by_seed[cell.seed].path)
+    if arm is None or ref is None:
+        return MISSING, {}
+    lost, gained, p = mcnemar(arm, ref)
+    text = f"{gained}/{lost}, p={p:.2g}"
+    return text, {"vs_ft_reg_gained": gained, "vs_ft_reg_lost": lost, "vs_ft_reg_p": p}
+
+
 def arms_table(aggs: list[Aggregate]) -> Table | None:
     """The arms of every model x task x shots; None when no new arm or forgetting was run."""
     new = any(
@@ -95,10 +139,11 @@ def arms_table(aggs: list[Aggregate]) -> Table | None:
         tokens = _mean([c.train_tokens for c in agg.cells])
         wall = _mean([c.train_wall_s for c in agg.cells])
         retrieval = f"K={agg.k}" if agg.cells[0].retrieve else "closed-book"
+        versus, versus_record = _versus_ft_reg(agg, aggs)
         rows.append(
             [
                 model_label(agg.model), agg.task, arm, retrieval, acc,
-                str(agg.seeds), forgetting, *categories,
+                str(agg.seeds), versus, forgetting, *categories,
                 MISSING if tokens is None else f"{tokens:,.0f}",
                 MISSING if wall is None else f"{wall:.0f}",
             ]
@@ -110,15 +155,16 @@ def arms_table(aggs: list[Aggregate]) -> Table | None:
                 "acc_mean": round(agg.mean, 6),
                 "ci95_low": None if agg.ci95 is None else round(agg.ci95[0], 6),
                 "ci95_high": None if agg.ci95 is None else round(agg.ci95[1], 6),
-                "ci_over": agg.ci_over, "seeds": agg.seeds, **forgetting_record,
+                "ci_over": agg.ci_over, "seeds": agg.seeds, **versus_record, **forgetting_record,
                 **category_record, "train_tokens": tokens, "train_wall_s": wall,
                 "folders": " ".join(str(c.path) for c in agg.cells),
             }
         )  # fmt: skip
-    header = ["Model", "Task", "Arm", "Answers", "Acc", "Seeds", "Forgetting"]
+    header = ["Model", "Task", "Arm", "Answers", "Acc", "Seeds", "vs FT-reg", "Forgetting"]
     header += [f"Acc {c}" for c in CATEGORIES] + ["Train tokens", "Train s"]
     notes = [
         "Acc: mean over seeds ± half its 95% interval (one seed: bootstrap over questions). "
+        "vs FT-reg: questions gained/lost against FT-reg of the same seed, exact McNemar p. "
         "Forgetting: base accuracy on the control set of known facts minus the arm's (paired "
         "95% interval). Acc by SliCK category of the base model's knowledge of each question "
         "(Gekhman et al. 2024); n = questions in it."

@@ -248,3 +248,41 @@ def test_published_numbers_match_paper_md_when_present():
                 assert PAPER_TABLE1[(model, subject, shots, method)] == float(value)
                 checked += 1
     assert checked == 120
+
+
+def _predictions(folder: Path, correct: list[bool]) -> None:
+    lines = [json.dumps({"id": f"q{i}", "correct": c}) for i, c in enumerate(correct)]
+    (folder / "predictions.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_arms_table_shows_every_arm_with_forgetting_categories_and_mcnemar(tmp_path):
+    common = {"model": "smollm2_135m", "data": "novel_facts"}
+    write_cell(tmp_path, **common, method="base", acc=0.25)
+    reg = write_cell(tmp_path, **common, method="ft", acc=0.36)
+    qa = write_cell(tmp_path, **common, method="qa_ft", acc=0.90)
+    write_cell(tmp_path, **common, method="raft", k=1, acc=0.95)
+    _predictions(reg, [True] * 36 + [False] * 64)
+    _predictions(qa, [True] * 30 + [False] * 6 + [True] * 60 + [False] * 4)
+    for folder, forgetting in ((reg, 0.02), (qa, 0.05)):
+        results = json.loads((folder / "results.json").read_text())
+        results["metrics"] |= {
+            "forgetting": forgetting,
+            "forgetting_ci95": [forgetting - 0.01, forgetting + 0.01],
+            "per_category": {"Unknown": {"n": 100, "acc": results["metrics"]["acc"]}},
+        }
+        results["finetune"] = {"tokens": 15540, "wall_s": 120.0}
+        (folder / "results.json").write_text(json.dumps(results))
+    report = build_report([tmp_path])
+    (table,) = [t for t in report.tables if t.name == "arms"]
+    rows = {row[2]: row for row in table.rows}
+    assert list(rows) == ["Base", "FT-reg", "QA-FT", "RAFT"]  # the paper's arms first
+    header = table.header
+    qa_row = dict(zip(header, rows["QA-FT"], strict=True))
+    assert qa_row["Answers"] == "closed-book" and qa_row["Acc"].startswith("0.900")
+    assert qa_row["vs FT-reg"].startswith("60/6, p=")  # 60 gained, 6 lost against FT-reg
+    assert qa_row["Forgetting"] == "+0.050±0.010" and qa_row["Acc Unknown"] == "0.90 (n=100)"
+    assert qa_row["Train tokens"] == "15,540"
+    assert dict(zip(header, rows["RAFT"], strict=True))["Answers"] == "K=1"
+    record = next(r for r in table.records if r["arm"] == "QA-FT")
+    assert record["vs_ft_reg_p"] < 1e-9 and record["forgetting"] == 0.05
+    assert dict(zip(header, rows["Base"], strict=True))["vs FT-reg"] == "—"
