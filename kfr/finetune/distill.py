@@ -43,9 +43,14 @@ def _pairs(tokenizer, example: TrainingExample, max_length: int) -> tuple[list[i
             "student's prompts; distillation needs them equal",
             field="distill.teacher_context",
         )
-    if len(target) >= max_length:
-        raise UserError(f"an answer longer than the model's context: {example.target[:60]!r}")
-    teacher_ctx = teacher_ctx[-(max_length - len(target)) :]
+    if len(teacher_ctx) + len(target) > max_length:
+        # Cutting the document would train the student towards a teacher that never read it.
+        raise UserError(
+            f"the teacher's prompt is {len(teacher_ctx) + len(target)} tokens, longer than the "
+            f"model's context ({max_length}); use distill.teacher_context=retrieved with a "
+            "smaller retriever.k, or shorter documents",
+            field="distill.teacher_context",
+        )
     return teacher_ctx + target, len(teacher_ctx)
 
 

@@ -242,3 +242,18 @@ def test_arms_with_settings_they_cannot_use_stop_before_training(overrides, mess
         run_cell(cfg, tmp_path / "run")
     assert not (tmp_path / "run").exists()
     assert not (cache / "finetuned").exists() or not any((cache / "finetuned").iterdir())
+
+
+def test_a_teacher_prompt_longer_than_the_context_is_refused(tiny_lm):
+    from dataclasses import replace
+
+    long = TrainingExample(
+        qa_prompt(PAIRS[0].question),
+        " " + PAIRS[0].answer,
+        qa_prompt(PAIRS[0].question, ["w " * 3000]),
+    )
+    small = replace(tiny_lm, max_length=512)
+    with pytest.raises(
+        UserError, match=r"distill\.teacher_context.*longer than the model's context"
+    ):
+        compute_teacher_targets(small, [long], top_k=4, progress=False)
