@@ -29,7 +29,14 @@ _NEW = {"qa_ft": "QA-FT", "distill": "Distill", "raft": "RAFT"}
 
 
 def arm_label(agg: Aggregate) -> str:
-    """What the paper and METHODS.md call this aggregate's arm."""
+    """What the paper and METHODS.md call this aggregate's arm (+ its fine-tuning mode when it
+    is not full fine-tuning, e.g. "QA-FT (lora)")."""
+    mode = agg.cells[0].settings.get("mode")
+    suffix = f" ({mode})" if mode and mode != "full" else ""
+    return _base_label(agg) + suffix
+
+
+def _base_label(agg: Aggregate) -> str:
     if agg.method in _NEW:
         return _NEW[agg.method]
     if agg.method in ("base", "rag"):
@@ -129,7 +136,7 @@ def arms_table(aggs: list[Aggregate]) -> Table | None:
     rows, records = [], []
     ordered = sorted(
         aggs,
-        key=lambda a: (a.model, a.task, a.shots, _ORDER.index(arm_label(a)), a.k or 0, -a.mean),
+        key=lambda a: (a.model, a.task, a.shots, _ORDER.index(_base_label(a)), a.k or 0, -a.mean),
     )
     for agg in ordered:
         arm = arm_label(agg)

@@ -82,7 +82,11 @@ def cell_result(folder: CellFolder) -> CellResult | None:
         ci = metrics.get("acc_ci95")
         card = results.data.get("card")
         finetune_cfg = config.get("finetune") or {}
-        settings = {"lr": finetune_cfg.get("lr"), "epochs": finetune_cfg.get("epochs")}
+        settings = {
+            "lr": finetune_cfg.get("lr"),
+            "epochs": finetune_cfg.get("epochs"),
+            "mode": finetune_cfg.get("mode"),
+        }
         return CellResult(
             path=folder.path,
             model=cell.model,
