@@ -187,13 +187,7 @@ def _file_paraphrases(path_spec: str | None, documents: Sequence[Document]) -> t
 
 
 def _generator_settings(gen: GeneratorConfig) -> SamplingSettings:
-    settings = SamplingSettings(
-        max_new_tokens=gen.max_new_tokens,
-        temperature=gen.temperature,
-        top_p=gen.top_p,
-        batch_size=gen.batch_size,
-    )
-    return settings.checked(lambda attr: f"augment.generator.{attr}")
+    return SamplingSettings.from_config(gen, "augment.generator")
 
 
 def llm_paraphrases(

@@ -153,13 +153,7 @@ def generate_qa_pairs(
 
 
 def _generator_settings(gen: GeneratorConfig) -> SamplingSettings:
-    settings = SamplingSettings(
-        max_new_tokens=gen.max_new_tokens,
-        temperature=gen.temperature,
-        top_p=gen.top_p,
-        batch_size=gen.batch_size,
-    )
-    return settings.checked(lambda attr: f"qa.generator.{attr}")
+    return SamplingSettings.from_config(gen, "qa.generator")
 
 
 def llm_qa_pairs(

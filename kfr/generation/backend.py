@@ -19,6 +19,7 @@ from typing import Protocol
 import torch
 
 from kfr.core.errors import UserError
+from kfr.core.schema import GeneratorConfig
 from kfr.models import LanguageModel, load_model
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,18 @@ class SamplingSettings:
 
     def to_json(self) -> dict[str, int | float]:
         return asdict(self)
+
+    @classmethod
+    def from_config(cls, gen: GeneratorConfig, prefix: str) -> SamplingSettings:
+        """The sampling settings of a generator config, checked; ``prefix`` is where the config
+        sits (``augment.generator``, ``qa.generator``), for error messages."""
+        settings = cls(
+            max_new_tokens=gen.max_new_tokens,
+            temperature=gen.temperature,
+            top_p=gen.top_p,
+            batch_size=gen.batch_size,
+        )
+        return settings.checked(lambda attr: f"{prefix}.{attr}")
 
 
 class TransformersGenerator:
