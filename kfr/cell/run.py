@@ -27,11 +27,19 @@ from omegaconf import DictConfig
 
 from kfr.cell.folder import PREDICTIONS_FILE, RESULTS_FILE
 from kfr.cell.results import Cell, CellResults
+from kfr.core import faults
 from kfr.core import identity as cell_identity
+from kfr.core.errors import UserError
 from kfr.core.identity import check_method, config_hash
-from kfr.core.schema import KfrConfig, to_plain, typed_config
+from kfr.core.schema import (
+    KfrConfig,
+    ParaphraseSource,
+    TrainingRecipe,
+    to_plain,
+    typed_config,
+)
 from kfr.core.storage import atomic_write_json, atomic_write_jsonl
-from kfr.data.loading import load_eval_data
+from kfr.data.loading import EvalData, load_eval_data
 from kfr.evaluation.context import fit_passages
 from kfr.evaluation.control_cache import (
     cached_base_correct,
@@ -40,9 +48,9 @@ from kfr.evaluation.control_cache import (
     score_control,
 )
 from kfr.evaluation.forgetting import forgetting
-from kfr.evaluation.known import category_counts, per_category_accuracy
+from kfr.evaluation.known import KNOWN_SHOTS, category_counts, per_category_accuracy
 from kfr.evaluation.metrics import predict, summarize
-from kfr.evaluation.prompts import build_requests
+from kfr.evaluation.prompts import build_requests, check_fewshot
 from kfr.models import load_model
 from kfr.retrieval.retrieve import retrieve_passages
 
@@ -67,14 +75,61 @@ def completed_results(run_dir: Path, digest: str) -> CellResults | None:
     return results if results is not None and results.config_hash == digest else None
 
 
+def _check_template_paraphrases(cfg: KfrConfig) -> None:
+    """Template paraphrases come from the generated data set, n_paraphrases per document: more
+    cannot be had (known from the config alone, so before the control set loads a model)."""
+    augment, facts = cfg.augment, cfg.data.novel_facts
+    uses_them = (
+        cfg.method.finetune
+        and cfg.method.recipe == TrainingRecipe.documents
+        and augment.source == ParaphraseSource.template
+        and augment.paraphrases > 0
+    )
+    if not uses_them or facts is None or cfg.data.knowledge:  # not the generated data set's
+        return
+    if augment.paraphrases > facts.n_paraphrases:
+        raise UserError(
+            f"{augment.paraphrases} paraphrases per document asked for, the generated data set "
+            f"has {facts.n_paraphrases}: raise data.novel_facts.n_paraphrases to at least "
+            f"{augment.paraphrases}",
+            field="augment.paraphrases",
+        )
+
+
 def check_cell(cfg: KfrConfig) -> None:
     """Settings that cannot work stop the cell before any data or weights are read."""
     check_method(to_plain(cfg.method))
+    _check_template_paraphrases(cfg)
     if cfg.method.finetune:
         # kfr.finetune imports Lightning (seconds): loaded only by cells that train.
         from kfr.finetune import check_finetune_settings
 
         check_finetune_settings(cfg)
+
+
+def _questions_label(cfg: KfrConfig, data: EvalData) -> str:
+    label = data.questions_source
+    if cfg.data.limit is not None and cfg.data.limit <= len(data.questions):
+        label = f"{label} (cut by data.limit={cfg.data.limit})"
+    return label
+
+
+def check_data_fits(cfg: KfrConfig, data: EvalData) -> None:
+    """Settings the loaded data cannot honour stop the cell before any model is loaded, instead
+    of results labelled with settings that were quietly cut down (e.g. 50-shot with 4
+    examples)."""
+    labels = {"questions_label": _questions_label(cfg, data), "pool_label": cfg.data.fewshot}
+    check_fewshot(cfg.eval.shots, data.questions, data.fewshot_pool, **labels)
+    if cfg.eval.known_prompts > 0:
+        # Every SliCK prompt holds KNOWN_SHOTS examples from the same pool.
+        check_fewshot(
+            KNOWN_SHOTS,
+            data.questions,
+            data.fewshot_pool,
+            field="eval.known_prompts",
+            asked=f"SliCK categories need {KNOWN_SHOTS} few-shot examples per prompt",
+            **labels,
+        )
 
 
 def run_cell(
@@ -97,6 +152,7 @@ def run_cell(
     data = load_eval_data(
         cfg.data, cache_dir, need_knowledge=cfg.method.retrieve or cfg.method.finetune
     )
+    check_data_fits(cfg, data)
     build = partial(
         build_requests,
         data.questions,
@@ -234,5 +290,6 @@ def run_cell(
         copy_training_logs(finetuned.checkpoint, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_jsonl(run_dir / PREDICTIONS_FILE, records)
+    faults.point("cell.predictions_written")
     atomic_write_json(run_dir / RESULTS_FILE, results.to_json())
     return results

@@ -255,6 +255,9 @@ def training_settings(config: Any) -> dict[str, Any]:
     if recipe:  # the paper's recipes (ft, ft_rag) keep the keys of their existing checkpoints
         settings["method"] = tree["method"]["name"]
         settings["recipe"] = recipe
+        # Supervised losses are per-token means over the whole optimizer step (no longer per
+        # micro-batch, kfr.finetune.module): other weights, so other checkpoints.
+        settings["loss"] = "step_token_mean"
     return settings
 
 

@@ -9,6 +9,10 @@ before anything is written. Field comments are the reference for users (the READ
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
+import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -19,6 +23,61 @@ from omegaconf.errors import OmegaConfBaseException
 from platformdirs import user_cache_dir
 
 from kfr.core.errors import UserError
+
+# --------------------------------------------------------------------------- value ranges
+
+RANGE = "range"  # the dataclass-field metadata key a numeric key's Range is declared under
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric key accepts: ``low`` / ``high`` bounds (None: unbounded), each
+    inclusive unless ``low_open`` / ``high_open``. Floats must also be finite; null passes
+    (where the key's type allows it); a list of numbers is checked item by item."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def rule(self) -> str:
+        """``>= 1``, ``> 0``, ``in [0, 1)``: what a message says a value must be."""
+        if self.low is not None and self.high is not None:
+            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+            return f"in {left}{self.low:g}, {self.high:g}{right}"
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        if self.high is not None:
+            return f"{'<' if self.high_open else '<='} {self.high:g}"
+        return "finite"
+
+
+def ranged(
+    default: Any,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+) -> Any:
+    """A numeric key's default and its valid range (``ge``/``gt``: at least / above, ``le``/
+    ``lt``: at most / below), enforced for every config at composition (:func:`check_ranges`)."""
+    if (ge is not None and gt is not None) or (le is not None and lt is not None):
+        raise TypeError("give one lower bound (ge or gt) and one upper bound (le or lt)")
+    bounds = Range(
+        low=ge if gt is None else gt,
+        high=le if lt is None else lt,
+        low_open=gt is not None,
+        high_open=lt is not None,
+    )
+    return field(default=default, metadata={RANGE: bounds})
 
 
 class ModelSource(str, Enum):
@@ -34,13 +93,13 @@ class PromptStyle(str, Enum):
 
 @dataclass
 class RandomInitConfig:
-    hidden_size: int = 64
-    num_hidden_layers: int = 2
-    num_attention_heads: int = 4
-    num_key_value_heads: int = 2
-    intermediate_size: int = 128
-    max_position_embeddings: int = 2048
-    seed: int = 0
+    hidden_size: int = ranged(64, ge=1)  # a multiple of num_attention_heads
+    num_hidden_layers: int = ranged(2, ge=1)
+    num_attention_heads: int = ranged(4, ge=1)  # a multiple of num_key_value_heads
+    num_key_value_heads: int = ranged(2, ge=1)
+    intermediate_size: int = ranged(128, ge=1)
+    max_position_embeddings: int = ranged(2048, ge=1)
+    seed: int = ranged(0, ge=0)
 
 
 @dataclass
@@ -55,16 +114,18 @@ class ModelConfig:
     dtype: str = "float32"  # float32 | bfloat16 | float16 | auto
     device: str = "auto"  # auto (cuda if available, else cpu) | cpu | cuda | cuda:N
     device_map: str | None = None  # e.g. "auto" to spread a large model over several GPUs
-    max_length: int | None = None  # context window for scoring; null = from the model config
+    # Context window for scoring; null = from the model config
+    max_length: int | None = ranged(None, ge=1)
     trust_remote_code: bool = False
     random_init: RandomInitConfig | None = None  # source=random_init only
 
 
 @dataclass
 class NovelFactsConfig:
-    n_entities: int = 40  # fictional people; each gets one document and 6 questions
-    seed: int = 0
-    n_paraphrases: int = 8  # template paraphrases generated per document
+    # Fictional people; each gets one document and 6 questions
+    n_entities: int = ranged(40, ge=4, le=5000)
+    seed: int = ranged(0, ge=0)
+    n_paraphrases: int = ranged(8, ge=0, le=100)  # template paraphrases generated per document
 
 
 @dataclass
@@ -84,7 +145,8 @@ class DataConfig:
     # data/ folder of the original CSV release or a parquet export (<subject>/test-*.parquet).
     # Set it once in conf/local/default.yaml. A location only: not part of the config hash.
     mmlu_dir: str | None = None
-    limit: int | None = None  # score only the first N questions (quick checks)
+    # Score only the first N questions (quick checks); all of them when the set has fewer.
+    limit: int | None = ranged(None, ge=1)
     novel_facts: NovelFactsConfig | None = None  # set: generate the synthetic data set
 
 
@@ -122,44 +184,54 @@ class RetrieverConfig:
     package: str | None = None  # source=package: importable package holding the model files
     query_prefix: str = ""  # put before each query (bge: "Represent this sentence ...: ")
     passage_prefix: str = ""  # put before each chunk when embedding it (e5: "passage: ")
-    batch_size: int = 64  # texts per encoder forward pass
-    max_seq_length: int | None = None  # encoder truncation length; null = the model's own
+    batch_size: int = ranged(64, ge=1)  # texts per encoder forward pass
+    # Encoder truncation length; null = the model's own
+    max_seq_length: int | None = ranged(None, ge=1)
     fp16: bool = True  # encode in float16 on a GPU (never on the CPU); in the cache key
-    chunk_tokens: int = 128  # most encoder tokens per chunk (prefix and specials not counted)
-    chunk_overlap: int = 16  # repeat up to this many tokens (whole sentences) of the last chunk
+    # Most encoder tokens per chunk (prefix and specials not counted)
+    chunk_tokens: int = ranged(128, ge=1)
+    # Repeat up to this many tokens (whole sentences) of the last chunk; below chunk_tokens.
+    chunk_overlap: int = ranged(16, ge=0)
     # faiss.index_factory spec, inner product on normalised embeddings: Flat (exact),
     # IVF{n},Flat, HNSW32, IVF{n},PQ{m}, ... A bad spec is reported before anything is encoded.
     index: str = "Flat"
     # Search breadth; null = recall@10 vs Flat >= 0.95 at 100k vectors (benchmarks/retrieval.py):
-    nprobe: int | None = None  # IVF lists searched; null = max(16, n/16), at most n
-    ef_search: int | None = None  # HNSW candidate list size; null = 128
-    k: int = 3  # chunks put before each question; 0 = exactly the base method's prompts
+    nprobe: int | None = ranged(None, ge=1)  # IVF lists searched (at most n); null = max(16, n/16)
+    ef_search: int | None = ranged(None, ge=1)  # HNSW candidate list size; null = 128
+    # Chunks put before each question (at most the knowledge base's chunk count); 0 = exactly the
+    # base method's prompts.
+    k: int = ranged(3, ge=0)
     query_with_choices: bool = False  # query = question + its choices, not the question alone
     device: str = "auto"  # encoder and FAISS: auto (cuda if available) | cpu | cuda | cuda:N
-    gpu_ids: list[int] | None = None  # FAISS GPUs; null = all visible (cuda:N: only GPU N)
+    # FAISS GPUs; null = all visible (cuda:N: only GPU N).
+    gpu_ids: list[int] | None = ranged(None, ge=0)  # noqa: RUF009  (the default is None)
 
 
 @dataclass
 class EvalConfig:
     style: PromptStyle = PromptStyle.cloze
-    shots: int = 0  # few-shot examples before each question
-    fewshot_seed: int = 1234  # selects few-shot examples when no dev split is given
+    # Few-shot examples before each question; the few-shot pool (or, without one, the other
+    # questions of the set) must hold that many.
+    shots: int = ranged(0, ge=0)
+    fewshot_seed: int = ranged(1234, ge=0)  # selects few-shot examples when no dev split is given
     description: str | None = None  # letter style header; null = the MMLU sentence
-    batch_size: int = 8  # questions per forward pass; recorded, never changes predictions
-    bootstrap_samples: int = 1000  # resamples for the 95% confidence intervals
-    bootstrap_seed: int = 0
+    # Questions per forward pass; recorded, never changes predictions
+    batch_size: int = ranged(8, ge=1)
+    bootstrap_samples: int = ranged(1000, ge=1)  # resamples for the 95% confidence intervals
+    bootstrap_seed: int = ranged(0, ge=0)
     progress: bool = True  # progress bar while scoring
     # Cells that fine-tune also score this control set of facts the base model knows, and report
     # forgetting = base accuracy on it - the cell's. "embedded": built from facts shipped in PyPI
     # packages (kfr.data.control), kept where the base model is confident; a path: any questions
     # file; null: none.
     control: str | None = "embedded"
-    control_confidence: float = 0.5  # embedded set: base P(correct answer) needed to keep one
+    # Embedded set: base P(correct answer) needed to keep one
+    control_confidence: float = ranged(0.5, ge=0, le=1)
     # SliCK categories (Gekhman et al.): base P(correct) over this many 4-shot prompts sorts
     # every question into HighlyKnown / MaybeKnown / WeaklyKnown / Unknown, once per model and
     # question set (cached; ~5 min for SmolLM2 on 240 questions on 2 CPU cores); 0 = off.
     # experiment=arms turns it on.
-    known_prompts: int = 0
+    known_prompts: int = ranged(0, ge=0)
 
 
 @dataclass
@@ -171,16 +243,17 @@ class TrainerConfig:
     strategy: str = "auto"  # auto (one device) | ddp | fsdp (several GPUs; fsdp: not QLoRA)
     # 32-true | bf16-mixed | bf16-true | 16-mixed; 16-bit needs a GPU. In the training cache key.
     precision: str = "32-true"
-    num_nodes: int = 1
+    num_nodes: int = ranged(1, ge=1)
     # Blocks per device per forward pass: a memory setting. finetune.batch_size is reached by
     # gradient accumulation (it must be a multiple of micro_batch_size x devices x num_nodes).
-    micro_batch_size: int = 4
-    log_every_n_steps: int = 1  # optimizer steps between loss / learning-rate log rows
+    micro_batch_size: int = ranged(4, ge=1)
+    # Optimizer steps between loss / learning-rate log rows
+    log_every_n_steps: int = ranged(1, ge=1)
     progress_bar: bool = True
     # Minutes of training between resumable checkpoints (weights being trained + optimizer and
     # loop state) beside the cached model: a preempted or timed-out job that is requeued goes on
     # from the latest one. 0 = none (a requeued job trains again from the start).
-    checkpoint_every_min: float = 30.0
+    checkpoint_every_min: float = ranged(30.0, ge=0)
 
 
 class FinetuneMode(str, Enum):
@@ -201,9 +274,9 @@ LLAMA_LINEAR_LAYERS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_
 
 @dataclass
 class LoraSettings:
-    r: int = 16  # adapter rank
-    alpha: int = 32  # scale: updates are multiplied by alpha / r
-    dropout: float = 0.05  # dropout on the adapter's input
+    r: int = ranged(16, ge=1)  # adapter rank
+    alpha: int = ranged(32, ge=1)  # scale: updates are multiplied by alpha / r
+    dropout: float = ranged(0.05, ge=0, lt=1)  # dropout on the adapter's input
     # Linear layers that get adapters (Llama/Mistral names); ["all-linear"] = all but the head.
     target_modules: list[str] = field(default_factory=lambda: list(LLAMA_LINEAR_LAYERS))
 
@@ -216,14 +289,16 @@ class FinetuneConfig:
     # Defaults: conf/finetune/full.yaml, measured on the embedded default (a ~4k-token knowledge
     # base); the paper's 7B study used batch 64, blocks of 256, lr 1e-6 .. 5e-5, up to 5 epochs.
     mode: FinetuneMode = FinetuneMode.full
-    epochs: int = 3  # passes over the (augmented) knowledge base
-    lr: float = 1e-4  # peak learning rate (AdamW)
-    batch_size: int = 4  # effective batch in blocks; see trainer.micro_batch_size
-    block_size: int = 128  # tokens per training sequence
+    epochs: int = ranged(3, ge=1)  # passes over the (augmented) knowledge base
+    lr: float = ranged(1e-4, gt=0)  # peak learning rate (AdamW)
+    batch_size: int = ranged(4, ge=1)  # effective batch in blocks; see trainer.micro_batch_size
+    block_size: int = ranged(128, ge=2)  # tokens per training sequence
     schedule: LrSchedule = LrSchedule.cosine
-    warmup_ratio: float = 0.1  # share of all optimizer steps spent warming up linearly
-    weight_decay: float = 0.0  # AdamW decoupled weight decay (never on biases and norms)
-    max_grad_norm: float | None = 1.0  # gradient clipping by global norm; null = none
+    # Share of all optimizer steps spent warming up linearly
+    warmup_ratio: float = ranged(0.1, ge=0, lt=1)
+    # AdamW decoupled weight decay (never on biases and norms)
+    weight_decay: float = ranged(0.0, ge=0)
+    max_grad_norm: float | None = ranged(1.0, gt=0)  # gradient clipping by global norm; null = none
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory
     # qlora: dtype the 4-bit layers compute in; auto = bfloat16 on a GPU, float32 on the CPU.
     compute_dtype: str = "auto"
@@ -231,7 +306,7 @@ class FinetuneConfig:
     # General text mixed into training against forgetting: a knowledge-base file (JSONL or
     # .txt/.md directory) and how many of its texts per training text (0 = none).
     replay_file: str | None = None
-    replay_ratio: float = 0.0
+    replay_ratio: float = ranged(0.0, ge=0)
 
 
 class ParaphraseSource(str, Enum):
@@ -263,22 +338,27 @@ def _embedded_generator_model() -> ModelConfig:
 class GeneratorConfig:
     # augment.source=llm: the instruction-tuned model that writes paraphrases, and how.
     model: ModelConfig = field(default_factory=_embedded_generator_model)
-    batch_size: int = 8  # prompts per generate() call
-    max_new_tokens: int = 512
-    temperature: float = 0.8  # sampling; fixed seeds make the output repeatable
-    top_p: float = 0.95
-    per_request: int = 2  # paraphrases asked for in one prompt (the JSON list's length)
-    retries: int = 2  # new attempts for a document whose answer is not valid JSON; then skip
+    batch_size: int = ranged(8, ge=1)  # prompts per generate() call
+    max_new_tokens: int = ranged(512, ge=1)
+    # Sampling (0 = greedy); fixed seeds make the output repeatable
+    temperature: float = ranged(0.8, ge=0)
+    top_p: float = ranged(0.95, gt=0, le=1)
+    # Paraphrases asked for in one prompt (the JSON list's length)
+    per_request: int = ranged(2, ge=1)
+    # New attempts for a document whose answer is not valid JSON; then skip
+    retries: int = ranged(2, ge=0)
 
 
 @dataclass
 class AugmentConfig:
     # Paraphrase augmentation of the fine-tuning data (the paper's FT-par).
-    paraphrases: int = 0  # paraphrases per document added to the training data; 0 = FT-reg
+    # Paraphrases per document added to the training data; 0 = FT-reg
+    paraphrases: int = ranged(0, ge=0)
     source: ParaphraseSource = ParaphraseSource.template
     file: str | None = None  # source=file: the paraphrase JSONL
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)  # llm / entigraph
-    tokens: int | None = None  # training-token budget of the augmented texts; null = all
+    # Training-token budget of the augmented texts; null = all
+    tokens: int | None = ranged(None, ge=1)
 
 
 @dataclass
@@ -286,12 +366,13 @@ class QaConfig:
     # Training question-answer pairs built from the knowledge base, never from the evaluation
     # questions (methods qa_ft, distill, raft); loss on the answer tokens only.
     source: QaSource = QaSource.template
-    per_fact: int = 3  # template: training phrasings per fact
+    per_fact: int = ranged(3, ge=1, le=5)  # template: training phrasings per fact (at most 5)
     file: str | None = None  # source=file
-    documents_ratio: float = 0.0  # document (continued pre-training) examples per QA pair
+    # Document (continued pre-training) examples per QA pair
+    documents_ratio: float = ranged(0.0, ge=0)
     # Largest share of an evaluation question's word 5-grams a training question may share;
     # more is an error (results report the largest overlap found).
-    max_overlap: float = 0.5
+    max_overlap: float = ranged(0.5, ge=0, le=1)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)  # source=llm only
 
 
@@ -299,7 +380,7 @@ class QaConfig:
 class RaftConfig:
     # Retrieval-aware fine-tuning: each training prompt holds retriever.k chunks, the gold chunk
     # among distractors (other documents' chunks), or for this share distractors only.
-    distractors_only: float = 0.2
+    distractors_only: float = ranged(0.2, ge=0, le=1)
 
 
 class TeacherContext(str, Enum):
@@ -312,7 +393,8 @@ class DistillConfig:
     # Context distillation: the student (no document) matches the teacher (the same base model
     # with the document in its prompt) on the answer tokens, KL(teacher || student).
     teacher_context: TeacherContext = TeacherContext.gold
-    top_k: int = 32  # teacher probabilities kept per position (the rest as one remainder)
+    # Teacher probabilities kept per position (the rest as one remainder)
+    top_k: int = ranged(32, ge=1)
 
 
 @dataclass
@@ -351,7 +433,7 @@ class LoggerConfig:
 @dataclass
 class KfrConfig:
     experiment_name: str = "default"
-    seed: int = 0
+    seed: int = ranged(0, ge=0)
     skip_completed: bool = True  # skip when the run dir has results for the same config hash
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -381,6 +463,10 @@ def register_schema() -> None:
 register_schema()
 
 
+# Where config errors say the problem is: the composed config (YAML files + overrides).
+CONFIG_SOURCE = "config"
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Re-check ``cfg`` against the schema.
 
@@ -393,16 +479,133 @@ def validate_config(cfg: DictConfig) -> None:
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "?"
         message = str(err).splitlines()[0]
-        raise UserError(f"not a valid setting ({message})", field=key) from None
+        raise UserError(f"not a valid setting ({message})", path=CONFIG_SOURCE, field=key) from None
+
+
+def _optional_inner(hint: Any) -> Any:
+    """``X`` for ``X | None`` (and for ``X``)."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return args[0] if len(args) == 1 else hint
+    return hint
+
+
+def _is_numeric(hint: Any) -> bool:
+    """int, float, a list of them, each optionally nullable (bool is not a number here)."""
+    hint = _optional_inner(hint)
+    if typing.get_origin(hint) is list:
+        (hint,) = typing.get_args(hint)
+    return hint in (int, float)
+
+
+def schema_keys(
+    cls: type | None = None, prefix: str = ""
+) -> list[tuple[str, dataclasses.Field, Any]]:
+    """``(dotted key, dataclass field, type)`` of every leaf key of the schema (or of ``cls``),
+    nested config blocks (``model.random_init``, ``augment.generator.model``) included."""
+    cls = KfrConfig if cls is None else cls
+    hints = typing.get_type_hints(cls)
+    keys: list[tuple[str, dataclasses.Field, Any]] = []
+    for f in dataclasses.fields(cls):
+        inner = _optional_inner(hints[f.name])
+        name = f"{prefix}{f.name}"
+        if isinstance(inner, type) and dataclasses.is_dataclass(inner):
+            keys += schema_keys(inner, f"{name}.")
+        else:
+            keys.append((name, f, hints[f.name]))
+    return keys
+
+
+def numeric_keys() -> list[tuple[str, dataclasses.Field]]:
+    """Every key whose value is a number (or a list of numbers): each must declare a Range."""
+    return [(name, f) for name, f, hint in schema_keys() if _is_numeric(hint)]
+
+
+def _range_problems(obj: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
+    """``(key, what is wrong)`` for every value of ``obj`` outside its key's Range."""
+    for f in dataclasses.fields(obj):
+        value, name = getattr(obj, f.name), f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            yield from _range_problems(value, f"{name}.")
+            continue
+        bounds = f.metadata.get(RANGE)
+        if bounds is None or value is None:
+            continue
+        for item in value if isinstance(value, list | tuple) else [value]:
+            if item not in bounds:
+                yield name, f"must be {bounds.rule()}, got {item}"
+
+
+def _int_like(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return None
+
+
+def _blocks(obj: Any, cls: type, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """``(dotted key, block)`` of every ``cls`` block nested in ``obj``."""
+    for f in dataclasses.fields(obj):
+        value, name = getattr(obj, f.name), f"{prefix}{f.name}"
+        if isinstance(value, cls):
+            yield name, value
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            yield from _blocks(value, cls, f"{name}.")
+
+
+def _relation_problems(cfg: KfrConfig) -> Iterator[tuple[str, str]]:
+    """Ranges that depend on another key."""
+    retriever = cfg.retriever
+    if retriever.chunk_overlap >= retriever.chunk_tokens:
+        yield (
+            "retriever.chunk_overlap",
+            f"must be below retriever.chunk_tokens ({retriever.chunk_tokens}), got "
+            f"{retriever.chunk_overlap}",
+        )
+    for prefix, arch in _blocks(cfg, RandomInitConfig):  # model, augment.generator.model, ...
+        if arch.hidden_size % arch.num_attention_heads:
+            yield (
+                f"{prefix}.hidden_size",
+                f"must be a multiple of num_attention_heads ({arch.num_attention_heads}), got "
+                f"{arch.hidden_size}",
+            )
+        if arch.num_attention_heads % arch.num_key_value_heads:
+            yield (
+                f"{prefix}.num_attention_heads",
+                f"must be a multiple of num_key_value_heads ({arch.num_key_value_heads}), got "
+                f"{arch.num_attention_heads}",
+            )
+    # trainer.devices is a count (-1: all), a list of device ids, or "auto".
+    devices = cfg.trainer.devices
+    if isinstance(devices, list | tuple | ListConfig):
+        bad = [d for d in devices if _int_like(d) is None or _int_like(d) < 0]
+        if not devices or bad:
+            yield "trainer.devices", f"a list of device ids must hold ids >= 0, got {devices}"
+    elif (count := _int_like(devices)) is not None and count != -1 and count < 1:
+        yield "trainer.devices", f"must be >= 1 (or -1: all, or auto), got {devices}"
+
+
+def check_ranges(cfg: KfrConfig) -> None:
+    """Every numeric key within the Range it declares, and the ranges that depend on another
+    key; the first value outside is a :class:`UserError` naming the key."""
+    # Relations only once every value is in its own range (no division by a zero head count).
+    for problems in (_range_problems, _relation_problems):
+        for name, problem in problems(cfg):
+            raise UserError(problem, path=CONFIG_SOURCE, field=name)
 
 
 def typed_config(cfg: DictConfig | KfrConfig) -> KfrConfig:
-    """The composed config as typed objects, made once at the edge (commands, tests).
+    """The composed config as typed objects, made once at the edge (commands, tests), its values
+    checked against their declared ranges (:func:`check_ranges`) before any work.
 
     Everything below the command layer reads these dataclasses, never a DictConfig: attribute
     access is checked by the type checker, and no code path re-resolves interpolations.
     """
     if isinstance(cfg, KfrConfig):
+        check_ranges(cfg)
         return cfg
     validate_config(cfg)
     if "hydra" in cfg:  # a config composed with Hydra's own node (tests, --cfg all)
@@ -411,8 +614,9 @@ def typed_config(cfg: DictConfig | KfrConfig) -> KfrConfig:
         typed = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "?"
-        raise UserError(f"{str(err).splitlines()[0]}", field=key) from None
+        raise UserError(f"{str(err).splitlines()[0]}", path=CONFIG_SOURCE, field=key) from None
     assert isinstance(typed, KfrConfig)
+    check_ranges(typed)
     return typed
 
 

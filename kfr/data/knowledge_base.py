@@ -22,7 +22,7 @@ def _document_from_record(record: Mapping[str, Any], where: Where) -> Document:
     text = nonblank_str(record, "text", where)
     title = get_field(record, "title", where, "string", optional=True)
     meta = get_field(record, "meta", where, "object", optional=True)
-    return Document(id=id_, text=text, title=title, meta=dict(meta or {}))
+    return Document(id=id_, text=text, title=title, meta=dict(meta or {}), where=where)
 
 
 def _markdown_title(text: str) -> str | None:
@@ -55,7 +55,11 @@ def _read_knowledge_directory(root: Path) -> list[Document]:
         if not text:
             raise UserError("empty document", path=file, field="text")
         title = _markdown_title(text) or file.stem
-        documents.append(Document(id=file.relative_to(root).as_posix(), text=text, title=title))
+        documents.append(
+            Document(
+                id=file.relative_to(root).as_posix(), text=text, title=title, where=Where(file)
+            )
+        )
     return documents
 
 

@@ -8,6 +8,7 @@ A dataset card beside the questions file (:mod:`kfr.data.cards`) is recorded wit
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ from kfr.data.readers import (
 from kfr.data.schema import Document, Question
 
 HF_PREFIX = "hf://"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -74,8 +77,15 @@ def load_eval_data(cfg: DataConfig, cache_dir: str | Path, *, need_knowledge: bo
     questions, origin = _read_question_source(questions_source, cfg, cfg.hf_split)
     whole_set = questions
     if cfg.limit is not None:
-        if cfg.limit < 1:
+        if cfg.limit < 1:  # the schema's range; kept for DataConfigs made in code
             raise UserError(f"must be at least 1, got {cfg.limit}", field="data.limit")
+        if cfg.limit > len(questions):
+            # A cap, not a request for more: the whole set is scored (results say n).
+            log.info(
+                "data.limit=%d: the set has only %d questions, scoring all of them",
+                cfg.limit,
+                len(questions),
+            )
         questions = questions[: cfg.limit]
     fewshot_pool, fewshot_origin = None, None
     if cfg.fewshot:

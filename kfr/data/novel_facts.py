@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from kfr.core import faults
 from kfr.core.errors import UserError
 from kfr.core.storage import atomic_write_json, build_directory_once
 from kfr.data.cards import DIRECTORY_CARD, sha256_file
@@ -410,6 +411,7 @@ def write_novel_facts(spec: NovelFactsSpec, out_dir: str | Path) -> dict[str, Pa
     data = generate_novel_facts(spec)
     paths = {kind: out_dir / name for kind, name in FILE_NAMES.items()}
     write_knowledge_base_jsonl(paths["knowledge"], data.documents)
+    faults.point("data.generate")
     write_questions_jsonl(paths["questions"], data.questions)
     write_paraphrases_jsonl(paths["paraphrases"], data.paraphrases)
     card = {

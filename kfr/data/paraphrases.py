@@ -3,7 +3,7 @@ knowledge-base document. Read whole and checked, or written atomically."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 from kfr.core.storage import atomic_write_jsonl
@@ -18,8 +18,12 @@ from kfr.data.records import (
 )
 
 
-def read_paraphrases(path: str | Path) -> dict[str, list[str]]:
-    """Read a paraphrase cache: ``{"id": doc_id, "paraphrases": [str, ...]}`` per line."""
+def read_paraphrases(
+    path: str | Path, *, known_doc_ids: Collection[str] | None = None
+) -> dict[str, list[str]]:
+    """Read a paraphrase cache: ``{"id": doc_id, "paraphrases": [str, ...]}`` per line; with
+    ``known_doc_ids``, every id must be one of them (a knowledge-base document), else the error
+    names the line."""
     path = Path(path)
     check_file(path, "paraphrase file")
     paraphrases: dict[str, list[str]] = {}
@@ -28,6 +32,8 @@ def read_paraphrases(path: str | Path) -> dict[str, list[str]]:
         where = Where(path, number)
         id_ = nonblank_str(record, "id", where)
         ids.add(id_, where)
+        if known_doc_ids is not None and id_ not in known_doc_ids:
+            raise where.error(f"names unknown document '{id_}' (not in the knowledge base)", "id")
         texts = get_field(record, "paraphrases", where, "array")
         paraphrases[id_] = list(string_list(texts, "paraphrases", where, what="paraphrase"))
     return paraphrases

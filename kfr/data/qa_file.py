@@ -30,7 +30,7 @@ def read_qa_pairs(
             raise where.error(
                 f"unknown document '{values['doc_id']}' (not in the knowledge base)", "doc_id"
             )
-        return QaPair(**values)
+        return QaPair(**values, where=where)
 
     pairs = parse_unique_records(path, "question-answer pair", parse)
     if not pairs:

@@ -79,6 +79,7 @@ def _question_from_record(record: Mapping[str, Any], where: Where) -> Question:
         answer=answer,
         subject=subject or None,
         source_ids=source_ids,
+        where=where,
     )
 
 
@@ -133,6 +134,7 @@ def _read_questions_csv(path: Path) -> list[Question]:
                 choices=tuple(row[1:-1]),
                 answer=_LETTERS.index(letter),
                 subject=subject,
+                where=where,
             )
         )
     return questions
@@ -231,15 +233,16 @@ def questions_from_records(
 def validate_source_ids(
     questions: Iterable[Question], documents: Iterable[Document], questions_path: str | Path
 ) -> None:
-    """Every ``source_ids`` entry of every question must name a knowledge-base document."""
+    """Every ``source_ids`` entry of every question must name a knowledge-base document; the
+    error points at the question's line (``questions_path`` for questions made in code)."""
     known = {document.id for document in documents}
     for question in questions:
         for source_id in question.source_ids or ():
             if source_id not in known:
-                raise UserError(
+                where = question.where or Where(questions_path)
+                raise where.error(
                     f"question '{question.id}' names unknown document '{source_id}'",
-                    path=questions_path,
-                    field="source_ids",
+                    "source_ids",
                 )
 
 

@@ -45,6 +45,12 @@ class Where:
     def error(self, message: str, field: str | None = None) -> UserError:
         return UserError(message, path=self.path, line=self.line, field=field)
 
+    def __str__(self) -> str:
+        return str(self.path) if self.line is None else f"{self.path}:{self.line}"
+
+    def __repr__(self) -> str:
+        return f"Where({str(self)!r})"
+
 
 def check_file(path: Path, what: str) -> None:
     if not path.exists():

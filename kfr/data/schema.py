@@ -2,12 +2,19 @@
 
 The on-disk formats (JSONL, MMLU CSV, directories of text files, Hugging Face datasets) are
 documented in the README; readers validate them and turn each record into one of these.
+
+A record read from a file remembers where (``where``: path and line), so that a later error about
+it (a question naming an unknown document) points at its line. ``where`` is never part of a
+record's identity: not compared, not hashed, not written by ``to_json``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kfr.data.records import Where
 
 
 @dataclass(frozen=True)
@@ -18,6 +25,8 @@ class Document:
     text: str
     title: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    # Where it was read from (None: made in code); not compared, hashed or shown.
+    where: Where | None = field(default=None, compare=False, repr=False, kw_only=True)
 
     def to_json(self) -> dict[str, Any]:
         record: dict[str, Any] = {"id": self.id, "text": self.text}
@@ -38,6 +47,8 @@ class Question:
     answer: int
     subject: str | None = None
     source_ids: tuple[str, ...] | None = None
+    # Where it was read from (None: made in code); not compared, hashed or shown.
+    where: Where | None = field(default=None, compare=False, repr=False, kw_only=True)
 
     def to_json(self) -> dict[str, Any]:
         record: dict[str, Any] = {
@@ -63,6 +74,8 @@ class QaPair:
     doc_id: str
     question: str
     answer: str
+    # Where it was read from (None: made in code); not compared, hashed or shown.
+    where: Where | None = field(default=None, compare=False, repr=False, kw_only=True)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from kfr.core import faults
+from kfr.core.errors import UserError
 from kfr.evaluation.prompts import ChoiceRequest
 
 log = logging.getLogger(__name__)
@@ -96,7 +98,10 @@ def _units_for(
             pairs = [([_prefix_token(tokenizer)], cont) for _, cont in pairs]
     for k, (_, cont) in enumerate(pairs):
         if not cont:
-            raise ValueError(f"question {request.question_id}: choice {k} encodes to no tokens")
+            raise UserError(
+                f"question {request.question_id}: choice {k} encodes to no tokens",
+                field="choices",
+            )
     fits = all(len(ctx) + len(cont) - 1 <= max_length for ctx, cont in pairs)
     if fits and all(ctx == pairs[0][0] for ctx, _ in pairs):
         # The usual case: every choice has the same context tokens, packed into one unit.
@@ -108,8 +113,11 @@ def _units_for(
     for k, (ctx, cont) in enumerate(pairs):
         window = (ctx + cont)[-(max_length + 1) :]
         if len(cont) >= len(window):
-            raise ValueError(
-                f"question {request.question_id}: choice {k} alone is longer than max_length"
+            raise UserError(
+                f"question {request.question_id}: choice {k} ({len(cont)} tokens) alone is "
+                f"longer than the model's max length ({max_length}); shorten it or raise "
+                "model.max_length",
+                field="model.max_length",
             )
         units.append(_Unit(index, window[: len(window) - len(cont)], [(k, cont)]))
     return units
@@ -213,6 +221,7 @@ def score_requests(
     device = torch.device(device)
     batches = [units[i : i + batch_size] for i in range(0, len(units), batch_size)]
     for batch in tqdm(batches, desc="scoring", unit="batch", disable=not progress):
+        faults.point("score.batch")
         for request, choice, logprob in _score_batch(model, split, batch, pad_id, dtype, device):
             scores[request][choice] += logprob
         stats.sequences += len(batch)

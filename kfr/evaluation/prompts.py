@@ -15,6 +15,7 @@ import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from kfr.core.errors import UserError
 from kfr.core.schema import PromptStyle
 from kfr.data.schema import Question
 
@@ -84,9 +85,13 @@ def select_fewshot(
     """Pick ``shots`` examples for ``question``, deterministically.
 
     A separate pool (MMLU's dev split) gives its first ``shots`` questions of the same subject,
-    as lm-eval's ``first_n`` sampler does. When examples must come from the evaluated set itself,
+    as lm-eval's ``first_n`` sampler does; where the subject has fewer, the first ``shots`` of
+    the whole pool (any subject). When examples must come from the evaluated set itself,
     they are drawn at random, excluding the question, with a generator seeded by ``seed`` and the
-    question's id, so the choice does not depend on question order or on ``data.limit``.
+    question's id, so the choice does not depend on question order.
+
+    Never more examples than the pool holds (less the question itself): a cell checks
+    :func:`check_fewshot` first, so that it never asks for more.
     """
     if shots <= 0:
         return []
@@ -99,6 +104,45 @@ def select_fewshot(
     rng = random.Random(f"{seed}:{question.id}")
     candidates = sorted(candidates, key=lambda q: q.id)  # independent of file order
     return rng.sample(candidates, min(shots, len(candidates)))
+
+
+def fewshot_capacity(questions: Sequence[Question], pool: Sequence[Question] | None) -> int:
+    """The most few-shot examples every question of ``questions`` can get from ``pool`` (None:
+    from ``questions`` themselves): the pool's size, less the question itself where the pool
+    holds it."""
+    if pool is None:
+        return max(0, len(questions) - 1)
+    pool_ids = {q.id for q in pool}
+    return len(pool) - (1 if any(q.id in pool_ids for q in questions) else 0)
+
+
+def check_fewshot(
+    shots: int,
+    questions: Sequence[Question],
+    pool: Sequence[Question] | None,
+    *,
+    questions_label: str,
+    pool_label: str | None,
+    field: str = "eval.shots",
+    asked: str | None = None,
+) -> None:
+    """A :class:`UserError` naming ``field`` when ``shots`` examples per question cannot be had:
+    prompts with fewer examples than their label says would be scored otherwise.
+
+    ``questions_label`` / ``pool_label`` say where the questions and the pool come from (a file,
+    a dataset), ``asked`` what asks for the examples, for the message."""
+    capacity = fewshot_capacity(questions, pool)
+    if shots <= capacity:
+        return
+    if pool is None:
+        where = f"{questions_label} has only {len(questions)} questions and no few-shot pool"
+    else:
+        where = f"the few-shot pool {pool_label} has only {len(pool)} questions"
+    raise UserError(
+        f"{asked or f'{shots} few-shot examples asked for'}, but {where} (at most {capacity} "
+        "usable)",
+        field=field,
+    )
 
 
 def build_context(

@@ -132,21 +132,30 @@ class PackedKnowledgeData(pl.LightningDataModule):
         # The blocks are already in a fresh random order: a sequential sampler keeps ranks and
         # repeated runs in step.
         loader = ResumableLoader(_Blocks(blocks), batch_size=self.batch_size, shuffle=False)
-        loader.skip = batches_done_before_restart(self.trainer, len(loader))
+        loader.trainer, loader.epoch = self.trainer, epoch
         return loader
 
 
-def batches_done_before_restart(trainer, n_batches: int) -> int:
+def batches_done_before_restart(trainer, n_batches: int, epoch: int) -> int:
     """Batches of this epoch trained before the checkpoint being resumed from, else 0.
 
-    Lightning restores its loop counters before it asks for the dataloader and then runs only
-    the epoch's remaining batches; without skipping, those would be the epoch's first batches
-    again (seen twice) and its last ones never.
+    Lightning restores its counters and then runs only the epoch's remaining batches; without
+    skipping, those would be the epoch's first batches again (seen twice) and its last ones
+    never. The count comes from the checkpoint's global step and epoch, which the module
+    records when it is restored (resumable checkpoints are written right after an optimizer
+    step, kfr.finetune.train); it applies once, to the first iteration of that epoch's loader.
+    Lightning's own counters are no help here: they are not yet restored when that iteration
+    starts.
     """
-    loop = getattr(trainer, "fit_loop", None)
-    if loop is None or not loop.restarting:
+    module = getattr(trainer, "lightning_module", None) if trainer is not None else None
+    if module is None or not getattr(module, "resume_skip_pending", False):
         return 0
-    done = loop.epoch_loop.batch_progress.current.processed
+    if epoch != module.resumed_from_epoch:  # a loader made before the restore, for epoch 0
+        return 0
+    module.resume_skip_pending = False
+    accumulate = trainer.accumulate_grad_batches
+    steps_per_epoch = -(-n_batches // accumulate)
+    done = (module.resumed_from_step - module.resumed_from_epoch * steps_per_epoch) * accumulate
     return done if 0 < done < n_batches else 0
 
 
@@ -160,11 +169,18 @@ def rank_share(blocks: torch.Tensor, rank: int, world_size: int) -> torch.Tensor
 
 
 class ResumableLoader(DataLoader):
-    """A DataLoader whose next iteration starts ``skip`` batches in (then it resets): the same
-    length, so Lightning's batch counts and learning-rate schedule are unchanged."""
+    """A DataLoader whose iteration skips the batches a resumed run had trained: the same length,
+    so Lightning's batch counts and learning-rate schedule are unchanged.
 
-    skip = 0
+    The count is read when iteration starts, not when the loader is made: Lightning makes the
+    first epoch's loader before it restores the checkpoint (to count the steps for the
+    learning-rate schedule) and does not make it again, so a run resumed in its first epoch
+    would otherwise train that epoch's first batches twice.
+    """
+
+    trainer = None  # set by the data module: the restart state is read from it
+    epoch = 0  # the epoch whose order this loader holds
 
     def __iter__(self):
-        skip, self.skip = self.skip, 0
+        skip = batches_done_before_restart(self.trainer, len(self), self.epoch)
         return itertools.islice(super().__iter__(), skip, None)

@@ -10,6 +10,14 @@ Documents mixed in (``qa.documents_ratio``) are trained on whole, BOS/EOS around
 :class:`ExampleData` batches them (right-padded; padding never trained), draws a new order every
 epoch, gives each rank its share and skips the batches a resumed run had done, as the packed
 documents do (:mod:`kfr.finetune.data`).
+
+The loss of an optimizer step is the mean over every trained token of the step, whatever the
+split into micro-batches, accumulation and ranks: each micro-batch carries its step's token count
+(``step_targets``, counted over every rank's share, which all ranks know), and the module divides
+the micro-batch's summed loss by it (:mod:`kfr.finetune.module`). A per-micro-batch mean would
+weight a token by the size of the micro-batch it fell in, so 1 and 2 processes (or micro-batches
+of 4 and of 2) would learn different weights, although the checkpoint key (rightly) leaves
+devices and micro-batch out.
 """
 
 from __future__ import annotations
@@ -29,7 +37,6 @@ from kfr.evaluation.loglikelihood import split_tokens
 from kfr.evaluation.prompts import TARGET_DELIMITER, build_context
 from kfr.finetune.data import (
     ResumableLoader,
-    batches_done_before_restart,
     encode_texts,
     rank_share,
 )
@@ -97,15 +104,47 @@ def encode_example(tokenizer, example: TrainingExample, max_length: int) -> Enco
     return EncodedExample(context + target, [IGNORE] * len(context) + target, len(context))
 
 
-class _Examples(Dataset):
-    def __init__(self, items: Sequence[dict]) -> None:
-        self.items = list(items)
+def predicted_targets(labels: Sequence[int]) -> int:
+    """Tokens a sequence trains on: labelled positions after the first (position p predicts
+    token p + 1, so the first token is never a prediction)."""
+    return sum(label != IGNORE for label in labels[1:])
+
+
+def step_targets(
+    target_counts: Sequence[int], order: Sequence[int], world: int, micro: int, accumulate: int
+) -> list[int]:
+    """Trained tokens of the optimizer step each of a rank's micro-batches belongs to.
+
+    ``order`` is the epoch's global order; every rank takes its :func:`rank_share`, cuts it into
+    micro-batches and steps every ``accumulate`` of them (the last window may be shorter). The
+    count sums that window over all ranks, so it is the same on every rank.
+    """
+    shares = [rank_share(torch.tensor(list(order)), r, world).tolist() for r in range(world)]
+    n_batches = -(-len(shares[0]) // micro)
+    per_batch = [
+        sum(target_counts[i] for share in shares for i in share[b * micro : (b + 1) * micro])
+        for b in range(n_batches)
+    ]
+    counts = []
+    for start in range(0, n_batches, accumulate):
+        window = per_batch[start : start + accumulate]
+        counts += [sum(window)] * len(window)
+    return counts
+
+
+class _Batches(Dataset):
+    """Ready micro-batches (a rank's share, in order): the loader batches nothing itself."""
+
+    def __init__(self, batches: Sequence[list[dict]], targets: Sequence[int], pad_id: int) -> None:
+        self.batches, self.targets, self.pad_id = list(batches), list(targets), pad_id
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.batches)
 
-    def __getitem__(self, index: int) -> dict:
-        return self.items[index]
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        batch = collate(self.batches[index], self.pad_id)
+        batch["step_targets"] = torch.tensor(self.targets[index], dtype=torch.long)
+        return batch
 
 
 def collate(items: Sequence[dict], pad_id: int) -> dict[str, torch.Tensor]:
@@ -189,16 +228,22 @@ class ExampleData(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
-        epoch = self.trainer.current_epoch if self.trainer is not None else 0
-        order = torch.tensor(self.epoch_order(epoch))
-        if self.trainer is not None and self.trainer.world_size > 1:
-            order = rank_share(order, self.trainer.global_rank, self.trainer.world_size)
+        trainer = self.trainer
+        epoch = trainer.current_epoch if trainer is not None else 0
+        world = trainer.world_size if trainer is not None else 1
+        rank = trainer.global_rank if trainer is not None else 0
+        accumulate = trainer.accumulate_grad_batches if trainer is not None else 1
+        order = self.epoch_order(epoch)
+        share = rank_share(torch.tensor(order), rank, world).tolist()
+        micro = self.batch_size
+        batches = [
+            [self.items[i] for i in share[start : start + micro]]
+            for start in range(0, len(share), micro)
+        ]
+        counts = [predicted_targets(item["labels"]) for item in self.items]
+        targets = step_targets(counts, order, world, micro, accumulate)
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        loader = ResumableLoader(
-            _Examples([self.items[i] for i in order.tolist()]),
-            batch_size=self.batch_size,
-            shuffle=False,
-            collate_fn=lambda items: collate(items, pad_id),
-        )
-        loader.skip = batches_done_before_restart(self.trainer, len(loader))
+        # batch_size=None: the dataset yields whole micro-batches, each with its step's count.
+        loader = ResumableLoader(_Batches(batches, targets, pad_id), batch_size=None)
+        loader.trainer, loader.epoch = trainer, epoch
         return loader

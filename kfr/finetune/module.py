@@ -1,14 +1,20 @@
 """The Lightning module that trains a transformers causal LM on packed knowledge-base blocks.
 
 Packed document blocks (a tensor batch): plain next-token loss on every position (blocks hold no
-padding). Supervised examples (a dict batch from :mod:`kfr.finetune.examples`): the loss on the
-answer tokens only, or with the teacher's targets in the batch (distill) KL(teacher || student)
-on those tokens, the teacher's top-k probabilities plus one remainder bucket. AdamW with decoupled
-weight
-decay on matrices only, linear warmup then cosine / linear decay or a constant rate, stepped per
-optimizer step. Gradient accumulation and clipping are the Trainer's (``accumulate_grad_batches``,
-``gradient_clip_val``). The loss logged is the mean over the micro-batches of one optimizer step,
-so a log row is one optimizer step whatever the accumulation.
+padding, so every micro-batch mean weighs tokens alike). Supervised examples (a dict batch from
+:mod:`kfr.finetune.examples`): the loss on the answer tokens only, or with the teacher's targets in
+the batch (distill) KL(teacher || student) on those tokens, the teacher's top-k probabilities plus
+one remainder bucket; both are summed over the micro-batch's tokens and divided by the tokens of
+the whole optimizer step (``step_targets``, all ranks and accumulated micro-batches), scaled so
+that Lightning's division by the accumulation and DDP's gradient average leave the step's
+per-token mean: the same gradient for any split into micro-batches and processes.
+
+AdamW with decoupled weight decay on matrices only, linear warmup then cosine / linear decay or
+a constant rate, stepped per optimizer step. Gradient accumulation and clipping are the Trainer's
+(``accumulate_grad_batches``, ``gradient_clip_val``). The loss logged is the step's loss (the
+mean over its micro-batches, or its per-token mean for examples), so a log row is one optimizer
+step whatever the accumulation; under data parallelism it is reduced over the ranks, so it is
+the loss of the whole step.
 
 Resumable checkpoints (kfr.finetune.train) hold only the parameters being trained: a LoRA
 checkpoint is the adapter plus optimizer state, not a copy of the frozen (or 4-bit) base model.
@@ -56,7 +62,10 @@ class CausalLMModule(pl.LightningModule):
         self.warmup_ratio = warmup_ratio
         self.step_losses: list[float] = []  # mean training loss of every optimizer step
         self._pending: list[torch.Tensor] = []
+        self._pending_is_share = False  # pending holds shares of the step mean, not means
         self.resumed_from_step: int | None = None  # global step of the checkpoint resumed from
+        self.resumed_from_epoch = 0  # and its epoch
+        self.resume_skip_pending = False  # the data still has to skip the batches trained
         self._restored_rng: dict | None = None
         # Every name of every trained tensor (tied weights, e.g. lm_head = embeddings, too).
         named = list(model.named_parameters(remove_duplicate=False))
@@ -75,6 +84,8 @@ class CausalLMModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.resumed_from_step = int(checkpoint.get("global_step", 0))
+        self.resumed_from_epoch = int(checkpoint.get("epoch", 0))
+        self.resume_skip_pending = True  # kfr.finetune.data.batches_done_before_restart
         missing = self._trained - set(checkpoint["state_dict"])
         if missing:  # a checkpoint of other settings: never resume half the weights
             raise RuntimeError(f"resume checkpoint lacks trained weights, e.g. {min(missing)}")
@@ -96,16 +107,24 @@ class CausalLMModule(pl.LightningModule):
     def training_step(self, batch: torch.Tensor | dict, batch_idx: int) -> torch.Tensor:
         if not isinstance(batch, dict):
             loss = self(batch).loss
-        elif "teacher_ids" in batch:
-            loss = self._distillation_loss(batch)
+            self._pending.append(loss.detach())
+            return loss
+        # Lightning divides by the accumulation, DDP averages over the ranks: undo both so the
+        # gradient is the step's per-token mean (the module docstring).
+        splits = self.trainer.accumulate_grad_batches * self.trainer.world_size
+        per_token = batch["step_targets"].to(torch.float32) / splits
+        if "teacher_ids" in batch:
+            loss = self._distillation_loss(batch) / per_token
         else:
             loss = self.model(
                 input_ids=batch["input_ids"],
                 attention_mask=batch["attention_mask"],
                 labels=batch["labels"],
+                num_items_in_batch=per_token,  # transformers: summed loss / this
                 use_cache=False,
             ).loss
-        self._pending.append(loss.detach())
+        self._pending.append(loss.detach() / splits)  # this micro-batch's share of the step mean
+        self._pending_is_share = True
         return loss
 
     def _distillation_loss(self, batch: dict) -> torch.Tensor:
@@ -124,11 +143,16 @@ class CausalLMModule(pl.LightningModule):
         terms = torch.where(teacher_p > 0, teacher_p * (teacher_lp - student_top), 0.0)
         kl = terms.sum(-1)
         kl = kl + teacher_rest * (teacher_rest.log() - student_rest.log())
-        return kl.mean()
+        return kl.sum()
 
     def on_before_optimizer_step(self, optimizer) -> None:
-        loss = torch.stack(self._pending).mean()
+        pending = torch.stack(self._pending)
+        loss = pending.sum() if self._pending_is_share else pending.mean()
         self._pending.clear()
+        if self.trainer.world_size > 1:  # every rank reaches this hook: the collective is safe
+            loss = self.trainer.strategy.reduce(
+                loss, reduce_op="sum" if self._pending_is_share else "mean"
+            )
         self.step_losses.append(float(loss))
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         self.log("train/lr", optimizer.param_groups[0]["lr"], on_step=True, on_epoch=False)

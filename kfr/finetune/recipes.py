@@ -77,7 +77,14 @@ def raft_examples(
             raise UserError(f"training pair {pair.id} names document {pair.doc_id!r}, not indexed")
         others = [c for c in chunks if c.doc_id != pair.doc_id]
         gold = rng.random() >= distractors_only
-        passages = rng.sample(others, min(k - gold, len(others)))
+        if len(others) < k - gold:  # fewer distractors than asked: say so, never train on fewer
+            raise UserError(
+                f"RAFT prompts hold retriever.k={k} chunks, but only {len(others)} chunks of "
+                f"other documents exist as distractors for document {pair.doc_id!r}; lower "
+                "retriever.k",
+                field="retriever.k",
+            )
+        passages = rng.sample(others, k - gold)
         if gold:
             passages.insert(rng.randrange(len(passages) + 1), _gold_chunk(pair, own))
         without_gold += not gold

@@ -86,13 +86,52 @@ def check_common_settings(cfg: KfrConfig) -> None:
             f"trainer.accelerator={trainer.accelerator} but CUDA is not available; use trainer=cpu",
             field="trainer.accelerator",
         )
+    if str(trainer.strategy).lower() == "fsdp" and not uses_gpu(trainer.accelerator):
+        # Lightning's FSDP runs on CUDA devices only; on CPUs, DDP over gloo trains the same.
+        raise UserError(
+            "FSDP needs GPUs (Lightning refuses it on the CPU); use trainer=ddp "
+            "trainer.accelerator=cpu for data parallelism over CPU processes",
+            field="trainer.strategy",
+        )
     if not uses_gpu(trainer.accelerator) and str(trainer.precision) not in FULL_PRECISIONS:
         raise UserError(
             f"{trainer.precision} training needs a GPU; on the CPU use trainer=cpu "
             "(trainer.precision=32-true)",
             field="trainer.precision",
         )
+    check_devices_exist(trainer)
     micro_batch_and_accumulation(cfg)
+
+
+def _machine_devices(trainer: TrainerConfig) -> tuple[int, str]:
+    """How many devices of the trainer's kind this machine has, and their name."""
+    if uses_gpu(trainer.accelerator):
+        return torch.cuda.device_count(), "GPUs"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return cores or 1, "CPU cores (one process each)"
+
+
+def check_devices_exist(trainer: TrainerConfig) -> None:
+    """Devices the machine (or the SLURM job) has: more processes than it holds would wait on
+    GPUs that do not exist, or oversubscribe the CPU cores, and SLURM tasks must match ranks."""
+    tasks = os.environ.get("SLURM_NTASKS")
+    if tasks and os.environ.get("SLURM_JOB_NAME") not in {"bash", "interactive"}:
+        # A SLURM job: its tasks are the ranks (Lightning's SLURM environment).
+        if str(trainer.strategy).lower() in {"ddp", "fsdp"} and int(tasks) != world_size(trainer):
+            raise UserError(
+                f"the SLURM job has {tasks} tasks but trainer.devices x trainer.num_nodes = "
+                f"{world_size(trainer)} ranks; set hydra.launcher.tasks_per_node x nodes to match",
+                field="trainer.devices",
+            )
+        return
+    if isinstance(trainer.devices, list | tuple) or str(trainer.devices) in {"auto", "-1"}:
+        return
+    have, what = _machine_devices(trainer)
+    if int(trainer.devices) > have:
+        raise UserError(
+            f"{trainer.devices} devices asked for, but this machine has {have} {what}",
+            field="trainer.devices",
+        )
 
 
 def training_device(trainer: TrainerConfig) -> torch.device:

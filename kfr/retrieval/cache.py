@@ -31,6 +31,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from kfr.core import faults
 from kfr.core.errors import UserError
 from kfr.core.schema import RetrieverConfig
 from kfr.core.storage import atomic_write_json, build_directory_once
@@ -144,6 +145,7 @@ def ensure_index(
         with (tmp / CHUNKS_FILE).open("w", encoding="utf-8") as f:
             for chunk in chunks:
                 f.write(json.dumps(chunk.to_json(), ensure_ascii=False) + "\n")
+        faults.point("index.embed")
         texts = [cfg.passage_prefix + chunk.text for chunk in chunks]
         embeddings = encode_to_file(encoder, texts, tmp / EMBEDDINGS_FILE, progress=progress)
         del embeddings  # closes the memory map before the directory is renamed
@@ -168,6 +170,7 @@ def ensure_index(
         embeddings = np.load(embeddings_dir / EMBEDDINGS_FILE, mmap_mode="r")
         built_index, report = build_index(embeddings, cfg.index, gpus)
         faiss.write_index(built_index, str(tmp / INDEX_FILE))
+        faults.point("index.build")
         atomic_write_json(
             tmp / MANIFEST_FILE,
             {

@@ -125,8 +125,10 @@ def retrieve_passages(
     encoder: TextEncoder | None = None,
     progress: bool = True,
 ) -> Retrieval:
-    """The top ``cfg.k`` chunks for every question, from the cached index of ``documents``."""
-    if cfg.k < 0:
+    """The top ``cfg.k`` chunks for every question, from the cached index of ``documents``; a
+    knowledge base of fewer than ``cfg.k`` chunks is an error. An approximate index (IVF, HNSW)
+    may still find fewer than ``k`` for a question: its record lists the chunks it got."""
+    if cfg.k < 0:  # the schema's range; kept for RetrieverConfigs made in code
         raise UserError(f"must be 0 or more, got {cfg.k}", field="retriever.k")
     settings = {
         "retriever": cfg.name,
@@ -158,6 +160,13 @@ def retrieve_passages(
     loaded = time.perf_counter()
     files = ensure_index(documents, cfg, cache_dir, encoder, gpus=gpus, progress=progress)
     chunks = read_chunks(files)
+    if cfg.k > len(chunks):
+        # Every prompt would hold fewer chunks than the results say: stop before searching.
+        raise UserError(
+            f"{cfg.k} chunks asked for per question, but the knowledge base has only "
+            f"{len(chunks)} chunks (of at most retriever.chunk_tokens={cfg.chunk_tokens} tokens)",
+            field="retriever.k",
+        )
     index = read_index(files, encoder.dim)
     params = search_params(index, cfg.nprobe, cfg.ef_search)
     on_gpu = to_gpus(index, gpus) if gpus else None

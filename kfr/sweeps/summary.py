@@ -18,6 +18,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from kfr.cell.folder import FAILED_FILE, format_failures, scan_cells
+from kfr.core import faults
 from kfr.core.errors import UserError
 from kfr.report import build_report, write_report
 
@@ -58,7 +59,6 @@ class SweepSummary(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.started = time.time()
         _last_sweep.clear()
-        check_required_settings(config)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         try:
@@ -88,6 +88,7 @@ class SweepSummary(Callback):
         print("\n".join(lines), flush=True)
         if not self.report or not counts["complete"]:
             return
+        faults.point("sweep.report")
         report = build_report([sweep_dir])
         out = write_report(report, sweep_dir / REPORT_SUBDIR)
         if self.print_report:

@@ -3,7 +3,9 @@
 The composed config becomes typed objects here, once (:func:`kfr.core.schema.typed_config`).
 In a multirun (``kfr -m``) a job never raises: a failed cell writes ``failed.json`` into its
 folder, logs one line and returns :data:`FAILED_SCORE`, so the sweep goes on with the other
-cells and the sweeper (Optuna) gets a number, never NaN. A single run lets the error through:
+cells and the sweeper (Optuna) gets a number, never NaN. The exception is a full disk or a
+folder that may not be written (:func:`kfr.core.storage.storage_error`): every cell would fail
+alike, so the sweep stops with one line and exit code 2. A single run lets the error through:
 ``kfr.cli.main`` turns a user error into one line and exit code 2.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,9 +23,12 @@ from omegaconf import DictConfig
 
 from kfr.cell import CellResults, completed_results, run_cell
 from kfr.cell.folder import clear_failure, record_failure
+from kfr.core import faults
 from kfr.core.devices import distributed_process, secondary_process
+from kfr.core.errors import USER_ERROR_EXIT_CODE
 from kfr.core.identity import config_hash
 from kfr.core.schema import KfrConfig, typed_config
+from kfr.core.storage import storage_error
 from kfr.tracking import open_tracker
 
 log = logging.getLogger("kfr")
@@ -82,6 +88,7 @@ def run_sweep_cell(cfg: DictConfig, run_dir: Path) -> float:
                 )
                 return FAILED_SCORE
             results, reused = run_tracked_cell(typed, run_dir)
+            faults.point("cell.done")
     except SystemExit as done:
         # Ranks > 0 of a distributed fine-tuning leave with exit code 0 once training is done;
         # under submitit a task must return for its job to count as finished.
@@ -89,6 +96,12 @@ def run_sweep_cell(cfg: DictConfig, run_dir: Path) -> float:
             return 0.0
         raise
     except Exception as err:  # one cell's failure must not stop the other cells of the sweep
+        if (full := storage_error(err, run_dir)) is not None:
+            # A full disk or a read-only folder fails every cell alike (and failed.json could
+            # not be written either): stop the sweep with one line, exit code 2 (SystemExit
+            # passes through Hydra's job runner, which would log any Exception's traceback).
+            print(f"kfr: error: {full}", file=sys.stderr)
+            raise SystemExit(USER_ERROR_EXIT_CODE) from None
         path = record_failure(run_dir, err)
         log.error("Cell failed: %s: %s (details: %s)", type(err).__name__, err, path)
         return FAILED_SCORE

@@ -2,19 +2,29 @@
 
 Offline runs need no account and no network: ``wandb sync <run_dir>/wandb/offline-run-*``
 (or slurm/sync_wandb.sh for a whole output tree) uploads them later.
+
+One run per cell: its id is derived from the cell's folder and config hash (:func:`run_id`), and
+``wandb.init`` resumes it (``resume="allow"``). A cell that starts again after its job was
+killed, timed out or requeued (SLURM) continues the same run: offline, each attempt leaves an
+``offline-run-<time>-<id>`` folder with that one id, and ``wandb sync`` uploads them in order
+into one run, the fine-tuning curve continued from the resumed step. A cell that already has
+results and is run again on purpose (``skip_completed=false``) starts a new run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
+from kfr.cell.folder import RESULTS_FILE
 from kfr.cell.results import CellResults
 from kfr.core.errors import UserError
 from kfr.core.identity import config_hash
@@ -52,6 +62,16 @@ def wandb_mode(cfg: KfrConfig | DictConfig) -> str:
     return mode
 
 
+def run_id(cfg: KfrConfig, run_dir: Path) -> str:
+    """The W&B run id of the cell in ``run_dir``: the same for every attempt at the cell (a
+    rerun after a kill, a requeued SLURM job), a new one when finished results are redone."""
+    key = f"{Path(run_dir).resolve()}\0{config_hash(cfg)}"
+    ident = "kfr-" + hashlib.sha256(key.encode()).hexdigest()[:16]
+    if (Path(run_dir) / RESULTS_FILE).is_file():
+        ident += f"-{time.strftime('%Y%m%d%H%M%S')}"
+    return ident
+
+
 class WandbTracker:
     """One W&B run per cell. Where the cell trains, Lightning writes into this same run through
     :meth:`training_loggers` (a ``WandbLogger`` on it); the cell's results are logged here."""
@@ -72,6 +92,9 @@ class WandbTracker:
                 job_type=str(cfg.method.name),
                 tags=list(dict.fromkeys([*run_tags(cfg), *map(str, settings.tags)])),
                 name=run_name(cfg),
+                id=run_id(cfg, run_dir),
+                # The same run when the cell starts again after its job was killed or requeued.
+                resume="allow",
                 config=config,
                 dir=str(run_dir),
                 mode=mode,

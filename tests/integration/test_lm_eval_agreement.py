@@ -1,5 +1,7 @@
-"""kfr scores exactly as LM-Evaluation-Harness does, on the real SmolLM2-135M.
+"""kfr scores exactly as LM-Evaluation-Harness does, on the real SmolLM2-135M and Gemma 3 270M.
 
+The two embedded models cover both tokenizer behaviours: SmolLM2's adds no special tokens,
+Gemma 3's adds a BOS token (as Llama-2's and Mistral's do), which lm-eval keeps in every context.
 lm-eval runs as a peer (``benchmarks.lm_eval_peer``) on kfr's own requests: same contexts, same
 choices, its own tokenization, batching, forward passes and acc/acc_norm. A second check gives
 lm-eval the raw question fields and its own cloze template, and another its own MMLU template
@@ -24,8 +26,10 @@ from benchmarks.lm_eval_peer import (
 from kfr.core.schema import PromptStyle
 from kfr.data.novel_facts import NovelFactsSpec, ensure_novel_facts
 from kfr.data.readers import read_questions
+from kfr.evaluation.loglikelihood import split_tokens
 from kfr.evaluation.metrics import predict
 from kfr.evaluation.prompts import ChoiceRequest, build_requests
+from tests.conftest import model_config
 
 # lm-eval is a dev extra; the peer module imports it only when it runs.
 pytest.importorskip("lm_eval")
@@ -44,10 +48,20 @@ def questions(cache_dir):
     return every[::10][:N_QUESTIONS]
 
 
+@pytest.fixture(scope="module", params=["smollm2_135m", "gemma3_270m"])
+def loaded(request, cache_dir):
+    """kfr's model; module-scoped, so each model (and its peer) is loaded once."""
+    if request.param == "smollm2_135m":
+        return request.getfixturevalue("smollm2")  # the session's, shared with other tests
+    from kfr.models import load_model
+
+    return load_model(model_config(request.param), cache_dir)
+
+
 @pytest.fixture(scope="module")
-def peer(smollm2):
+def peer(loaded):
     """lm-eval's own hf model, loaded from the directory kfr converted the embedded model to."""
-    return load_peer_model(smollm2.checkpoint, batch_size=BATCH_SIZE, max_length=smollm2.max_length)
+    return load_peer_model(loaded.checkpoint, batch_size=BATCH_SIZE, max_length=loaded.max_length)
 
 
 def _kfr_scores(loaded, requests: list[ChoiceRequest]) -> list[list[float]]:
@@ -87,19 +101,19 @@ def _assert_agrees(loaded, peer, questions, requests: list[ChoiceRequest]) -> No
 
 
 @pytest.mark.parametrize("style", [PromptStyle.cloze, PromptStyle.letter], ids=lambda s: s.value)
-def test_zero_shot_matches_lm_eval(smollm2, peer, questions, style):
-    _assert_agrees(smollm2, peer, questions, build_requests(questions, style))
+def test_zero_shot_matches_lm_eval(loaded, peer, questions, style):
+    _assert_agrees(loaded, peer, questions, build_requests(questions, style))
 
 
-def test_two_shot_cloze_matches_lm_eval(smollm2, peer, questions):
+def test_two_shot_cloze_matches_lm_eval(loaded, peer, questions):
     # Fewer questions: the examples make each context about three times longer.
     subset = questions[: N_QUESTIONS // 2]
     requests = build_requests(subset, PromptStyle.cloze, shots=2, fewshot_pool=questions)
     assert all(r.context.count("Question:") == 3 for r in requests)
-    _assert_agrees(smollm2, peer, subset, requests)
+    _assert_agrees(loaded, peer, subset, requests)
 
 
-def test_lm_eval_cloze_template_gives_kfr_loglikelihoods(smollm2, peer, questions):
+def test_lm_eval_cloze_template_gives_kfr_loglikelihoods(loaded, peer, questions):
     """lm-eval's template on the raw fields, not kfr's prompt: kfr must build the same prompt."""
     theirs = evaluate_docs(
         peer,
@@ -109,15 +123,24 @@ def test_lm_eval_cloze_template_gives_kfr_loglikelihoods(smollm2, peer, question
     )
     requests = build_requests(questions, PromptStyle.cloze)
     assert theirs.contexts == [r.context for r in requests]
-    _assert_same_loglikelihoods(_kfr_scores(smollm2, requests), theirs)
+    _assert_same_loglikelihoods(_kfr_scores(loaded, requests), theirs)
 
 
-def test_smollm2_tokenizer_adds_no_special_tokens(smollm2):
-    """lm-eval encodes with the tokenizer's defaults, kfr without special tokens: the same only
-    because this tokenizer adds none (a BOS-adding tokenizer would make them differ)."""
-    text = "Question: In which city was Velorin Quastebrook born?\nAnswer: Brimsalt"
-    tokenizer = smollm2.tokenizer
-    assert tokenizer.encode(text) == tokenizer(text, add_special_tokens=False)["input_ids"]
+def test_special_tokens_follow_the_tokenizer_like_lm_eval(loaded, peer):
+    """lm-eval encodes with the tokenizer's defaults (``tok_encode``), and so does kfr: SmolLM2's
+    tokenizer adds nothing, Gemma 3's adds one BOS, which then starts every context and never
+    the continuation."""
+    text = "Question: In which city was Velorin Quastebrook born?\nAnswer:"
+    tokenizer = loaded.tokenizer
+    bare = tokenizer(text, add_special_tokens=False)["input_ids"]
+    context, continuation = split_tokens(tokenizer, text, " Brimsalt")
+    assert context == peer.tok_encode(text)
+    assert continuation == tokenizer(" Brimsalt", add_special_tokens=False)["input_ids"]
+    if loaded.name == "gemma3_270m":
+        assert context == [tokenizer.bos_token_id, *bare]
+        assert bare.count(tokenizer.bos_token_id) == 0
+    else:
+        assert context == bare
 
 
 def test_letter_two_shot_prompts_match_lm_eval_mmlu_template(cache_dir):

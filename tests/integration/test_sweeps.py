@@ -270,3 +270,45 @@ def test_slurm_sweep_submitted_without_waiting_runs_both_cells(
         assert json.loads((path / "results.json").read_text())["metrics"]["n"] == 4
     assert (out / "slurm_sweep" / ".submitit").is_dir()  # the cells ran as SLURM jobs
     assert "2 with results, 0 failed" in text and "| tiny_llama Base |" in text
+
+
+def test_a_two_task_slurm_job_trains_one_cell_over_ddp(tmp_path, cache_dir, slurm_env):
+    """One cell as one SLURM job of 2 tasks (srun starts one per rank; Lightning reads SLURM's
+    environment): both ranks train over gloo, rank 0 saves and scores, rank 1 leaves cleanly.
+    Submitted from here, not through slurm/submit.sh: the 2-CPU node holds the 2 tasks only."""
+    from tests.ddp_runs import COMMON, TWO_PROCESSES, isolated_cache, kfr_command, kfr_env
+
+    cache = isolated_cache(cache_dir, tmp_path / "cache")
+    sweep = tmp_path / "sweep"
+    done = subprocess.run(
+        kfr_command(
+            "-m",
+            "hydra/launcher=slurm_cpu",
+            "hydra.launcher.partition=local",
+            "hydra.launcher.tasks_per_node=2",
+            "hydra.launcher.cpus_per_task=1",
+            "hydra.launcher.mem_gb=null",
+            "hydra.launcher.timeout_min=10",
+            "model=tiny_llama",
+            "method=ft",
+            *COMMON,
+            *TWO_PROCESSES,
+            f"hydra.sweep.dir={sweep}",
+            cache=cache,
+        ),
+        cwd=tmp_path,
+        env={**kfr_env(), **slurm_env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (cell,) = _cells(sweep).values()
+    ft = json.loads((cell / "results.json").read_text())["finetune"]
+    assert ft["devices"] == 2 and ft["steps"] >= 1 and not ft["reused"]
+    assert "1 with results, 0 failed" in done.stdout
+    # Two tasks of one job: each logged its place in the job, and rank 1 left after training.
+    logs = {p.name: p.read_text() for p in (sweep / ".submitit").rglob("*_log.*")}
+    ranks = [name for name, text in logs.items() if "global_rank=1(2)" in text]
+    assert ranks, sorted(logs)
+    assert any("Rank 1: training done" in text for text in logs.values())

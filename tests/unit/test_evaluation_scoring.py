@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from kfr.core.errors import UserError
 from kfr.core.schema import PromptStyle
 from kfr.data.schema import Question
 from kfr.evaluation.loglikelihood import score_requests, split_tokens
@@ -188,3 +189,10 @@ def test_empty_context_with_continuation_starting_with_prefix_token(tiny_lm, bos
         tiny_lm.model, bos_tokenizer, requests, max_length=64, progress=False
     )
     assert all(v < 0 for v in row)
+
+
+def test_a_choice_longer_than_the_model_can_read_is_a_user_error(tiny_lm):
+    long_choice = " word" * 40
+    request = ChoiceRequest("q7", "Question: what?\nAnswer:", (" yes", long_choice), (3, 3))
+    with pytest.raises(UserError, match=r"question q7: choice 1 \(\d+ tokens\) alone is longer"):
+        score_requests(tiny_lm.model, tiny_lm.tokenizer, [request], max_length=16, progress=False)

@@ -312,6 +312,64 @@ def test_validate_source_ids():
         validate_source_ids(bad, documents, "q.jsonl")
 
 
+def test_unknown_source_ids_name_the_question_line(tmp_path):
+    """The question read from a file is reported at its line, not just its file."""
+    path = _jsonl(
+        tmp_path / "q.jsonl",
+        {**GOOD_Q, "source_ids": ["d1"]},
+        "",
+        {**GOOD_Q, "id": "q3", "source_ids": ["d1", "d9"]},
+    )
+    questions = read_questions(path)
+    with pytest.raises(UserError) as info:
+        validate_source_ids(questions, [Document("d1", "t")], path)
+    assert re.match(
+        _where(path, 3, "source_ids") + "question 'q3' names unknown document 'd9'$",
+        info.value.format(),
+    ), info.value.format()
+
+
+def test_records_remember_their_line_outside_their_identity(tmp_path):
+    q_path = _jsonl(tmp_path / "q.jsonl", "", GOOD_Q)
+    (question,) = read_questions(q_path)
+    assert str(question.where) == f"{q_path}:2"
+    made = Question("q1", "Why?", ("a", "b", "c", "d"), 1)
+    assert question == made and hash(question) == hash(made) and repr(question) == repr(made)
+    assert question.to_json() == made.to_json()
+    csv_path = tmp_path / "anatomy_test.csv"
+    csv_path.write_text('"Q0?",a,b,c,d,A\n"Q1\nover two lines?",a,b,c,d,B\n"Q2?",a,b,c,d,C\n')
+    assert [q.where.line for q in read_questions(csv_path)] == [1, 2, 4]
+    kb_path = _jsonl(tmp_path / "kb.jsonl", GOOD_DOC, {"id": "d2", "text": "More."})
+    documents = read_knowledge_base(kb_path)
+    assert [str(d.where) for d in documents] == [f"{kb_path}:1", f"{kb_path}:2"]
+    assert documents[0] == Document("d1", "Some text.")
+    (tmp_path / "kb").mkdir()
+    (tmp_path / "kb" / "a.md").write_text("# A\ntext")
+    (document,) = read_knowledge_base(tmp_path / "kb")
+    assert str(document.where) == str(tmp_path / "kb" / "a.md")
+
+
+def test_record_level_errors_of_every_reader_name_path_and_line(tmp_path):
+    from kfr.data.qa_file import read_qa_pairs
+
+    pairs = _jsonl(
+        tmp_path / "pairs.jsonl",
+        {"id": "p1", "doc_id": "d1", "question": "Q?", "answer": "A"},
+        {"id": "p2", "doc_id": "d7", "question": "Q?", "answer": "A"},
+    )
+    with pytest.raises(UserError, match=_where(pairs, 2, "doc_id") + "unknown document 'd7'"):
+        read_qa_pairs(pairs, known_doc_ids={"d1"})
+    paraphrases = _jsonl(
+        tmp_path / "p.jsonl", {"id": "d1", "paraphrases": ["x"]}, {"id": "d8", "paraphrases": []}
+    )
+    with pytest.raises(UserError, match=_where(paraphrases, 2, "id") + "names unknown document"):
+        read_paraphrases(paraphrases, known_doc_ids={"d1"})
+    assert read_paraphrases(paraphrases, known_doc_ids={"d1", "d8"})["d8"] == []
+    kb = _jsonl(tmp_path / "kb.jsonl", GOOD_DOC, GOOD_DOC)
+    with pytest.raises(UserError, match=_where(kb, 2, "id") + r"duplicate document id 'd1' \("):
+        read_knowledge_base(kb)
+
+
 # ----------------------------------------------------------------------------- paraphrases
 
 

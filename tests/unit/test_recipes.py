@@ -93,6 +93,9 @@ def test_raft_prompts_mix_gold_and_distractors(tiny_lm):
     assert all(p.answer in e.context for p, e in zip(PAIRS, none, strict=True))
     with pytest.raises(UserError, match=r"retriever\.k"):
         raft_examples(PAIRS, CHUNKS, 0, 0.2, seed=0)
+    # 18 chunks of other documents: 19 distractors cannot be drawn, and fewer are never used.
+    with pytest.raises(UserError, match=r"retriever\.k=20 chunks, but only 18 chunks"):
+        raft_examples(PAIRS, CHUNKS, 20, 0.0, seed=0)
 
 
 def _distill_examples() -> list[TrainingExample]:

@@ -187,3 +187,23 @@ def test_relevant_overrides_match_hydra_override_dirname_order():
         "seed=1",
     ]
     assert Path(job_dirname(["b=1", "a=2"])).name == "a=2,b=1"
+
+
+def test_a_full_disk_stops_the_sweep_with_exit_code_2_instead_of_failing_each_cell(
+    tmp_path, monkeypatch, capsys
+):
+    import errno
+
+    from kfr.sweeps import task
+    from tests.conftest import compose_config
+
+    def no_room(cfg, run_dir):
+        raise OSError(errno.ENOSPC, "No space left on device", str(run_dir / "results.json"))
+
+    monkeypatch.setattr(task, "run_tracked_cell", no_room)
+    with pytest.raises(SystemExit) as done:
+        task.run_sweep_cell(compose_config(["logger=none"]), tmp_path / "cell")
+    assert done.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"kfr: error: {tmp_path / 'cell' / 'results.json'}")
+    assert "no space left" in err[0] and not (tmp_path / "cell" / "failed.json").exists()

@@ -99,3 +99,18 @@ def test_wandb_offline_runs_hold_config_group_tags_and_summary(tmp_path, monkeyp
     (failed_run,) = (failed_dir / "wandb").glob("offline-run-*")
     failed = read_finished_run(failed_run)
     assert failed.exit_code == 1 and "boom" in failed.summary["error"]
+
+
+def test_wandb_run_id_is_one_per_cell_and_new_only_when_finished_results_are_redone(tmp_path):
+    from kfr.tracking.wandb_run import run_id
+
+    cfg = compose_config(["method=rag", "model=tiny_llama"])
+    cell = tmp_path / "method=rag"
+    cell.mkdir()
+    first = run_id(cfg, cell)
+    assert first == run_id(cfg, cell) == run_id(cfg, tmp_path / "." / "method=rag")  # requeued
+    assert run_id(cfg, tmp_path / "other") != first
+    assert run_id(compose_config(["method=rag", "model=tiny_llama", "seed=1"]), cell) != first
+    assert all(c not in first for c in "/\\#?%:") and len(first) <= 64
+    (cell / "results.json").write_text("{}")
+    assert run_id(cfg, cell).startswith(first + "-")  # skip_completed=false: a new run
