@@ -123,8 +123,38 @@ def _units_for(
     return units
 
 
-def _pack(units: Sequence[_Unit], pad_id: int, dtype: torch.dtype, device: torch.device):
-    """Inputs, positions, additive 4-D mask and (row, position, token, unit, choice) targets."""
+def _sliding_window(model) -> tuple[int | None, bool]:
+    """(window, whether only some layers use it) of a sliding-window model, else (None, False).
+
+    transformers applies the window by building the mask itself, and takes a 4-D mask as it is:
+    the packed mask has to carry the window (Gemma 3: 512 tokens on 5 layers of 6; Mistral-7B:
+    4096 on every layer), or long contexts score differently from lm-eval's unmasked forward.
+    """
+    config = getattr(model.config, "text_config", None) or model.config
+    window = getattr(config, "sliding_window", None)
+    if not isinstance(window, int) or window <= 0:
+        return None, False
+    layer_types = set(getattr(config, "layer_types", None) or ())
+    if layer_types and "sliding_attention" not in layer_types:
+        return None, False
+    return window, len(layer_types) > 1
+
+
+def _additive(allowed: torch.Tensor, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    mask = torch.zeros(allowed.shape, dtype=dtype)
+    mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+    return mask[:, None].to(device)
+
+
+def _pack(
+    units: Sequence[_Unit],
+    pad_id: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    sliding: tuple[int | None, bool] = (None, False),
+):
+    """Inputs, positions, additive 4-D mask (per layer type for models that mix full and
+    sliding-window attention) and (row, position, token, unit, choice) targets."""
     width = max(unit.length for unit in units)
     batch = len(units)
     input_ids = torch.full((batch, width), pad_id, dtype=torch.long)
@@ -155,9 +185,16 @@ def _pack(units: Sequence[_Unit], pad_id: int, dtype: torch.dtype, device: torch
     seg_q = segments[:, :, None]
     seg_k = segments[:, None, :]
     allowed = causal & ((seg_k == -1) | (seg_k == seg_q))
-    mask = torch.zeros(allowed.shape, dtype=dtype)
-    mask.masked_fill_(~allowed, torch.finfo(dtype).min)
-    return (input_ids.to(device), positions.to(device), mask[:, None].to(device), targets)
+    window, mixed = sliding
+    if window is None:
+        mask = _additive(allowed, dtype, device)
+    else:
+        # The window counts positions (a choice continues its context's positions), not columns.
+        near = positions[:, :, None] - positions[:, None, :] < window
+        windowed = _additive(allowed & near, dtype, device)
+        full = _additive(allowed, dtype, device) if mixed else windowed
+        mask = {"full_attention": full, "sliding_attention": windowed} if mixed else windowed
+    return (input_ids.to(device), positions.to(device), mask, targets)
 
 
 def _split_head(model):
@@ -175,7 +212,8 @@ def _split_head(model):
 
 @torch.inference_mode()
 def _score_batch(model, split, units, pad_id, dtype, device) -> list[tuple[int, int, float]]:
-    input_ids, positions, mask, targets = _pack(units, pad_id, dtype, device)
+    sliding = _sliding_window(model)
+    input_ids, positions, mask, targets = _pack(units, pad_id, dtype, device, sliding)
     rows = torch.tensor([t[0] for t in targets], device=device)
     sources = torch.tensor([t[1] for t in targets], device=device)
     tokens = torch.tensor([t[2] for t in targets], device=device)

@@ -196,3 +196,33 @@ def test_a_choice_longer_than_the_model_can_read_is_a_user_error(tiny_lm):
     request = ChoiceRequest("q7", "Question: what?\nAnswer:", (" yes", long_choice), (3, 3))
     with pytest.raises(UserError, match=r"question q7: choice 1 \(\d+ tokens\) alone is longer"):
         score_requests(tiny_lm.model, tiny_lm.tokenizer, [request], max_length=16, progress=False)
+
+
+@pytest.mark.parametrize(
+    "layer_types", [("sliding_attention",) * 2, ("sliding_attention", "full_attention")]
+)
+def test_sliding_window_layers_score_long_contexts_like_a_plain_forward(tiny_lm, layer_types):
+    """Gemma 3 (5 of 6 layers windowed) and Mistral (all) limit attention to a window that
+    transformers builds into its own mask; kfr's packed 4-D mask must carry it, or contexts
+    longer than the window score otherwise than lm-eval's plain forward."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    tok = tiny_lm.tokenizer
+    config = Gemma3TextConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=8,
+        layer_types=list(layer_types), max_position_embeddings=256,
+        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id, attn_implementation="eager",
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = Gemma3ForCausalLM(config).eval()
+    requests = build_requests(QUESTIONS, PromptStyle.cloze, shots=2)  # contexts >> 8 tokens
+    rows, _ = score_requests(model, tok, requests, max_length=256, batch_size=3, progress=False)
+    for request, row in zip(requests, rows, strict=True):
+        assert len(tok(request.context)["input_ids"]) > 3 * config.sliding_window
+        expected = [
+            reference_loglikelihood(model, tok, request.context, c, 256)
+            for c in request.continuations
+        ]
+        assert row == pytest.approx(expected, abs=1e-4)
