@@ -50,9 +50,21 @@ class _AtomicCheckpointIO(TorchCheckpointIO):
     saving leaves the previous checkpoint whole, never a truncated one."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
-        # torch.save straight into the temporary sibling: Lightning's own save would buffer the
-        # whole checkpoint and write it a second time.
-        atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
+        # torch.save straight into the temporary sibling (Lightning's own save would buffer the
+        # whole checkpoint and write it a second time), through a Python file, so that a full
+        # disk's OSError is what torch's RuntimeError hides: raised again with the checkpoint's
+        # path, kfr.core.storage.storage_error makes it one line naming the folder.
+        def write(tmp: Path) -> None:
+            try:
+                with tmp.open("wb") as f:
+                    torch.save(checkpoint, f)
+            except RuntimeError as err:
+                if isinstance(err.__context__, OSError):
+                    os_err = err.__context__
+                    raise OSError(os_err.errno, os_err.strerror, str(path)) from err
+                raise
+
+        atomic_write(path, write)
         faults.point("train.checkpoint")
 
 
