@@ -29,9 +29,9 @@ from lightning.pytorch.strategies.launchers.subprocess_script import _Subprocess
 
 # What Lightning's launcher sets in rank 0's own environment when it starts the other ranks.
 _LAUNCH_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
-# Hydra command-line flags that take a value (kept for the ranks' command); -m is dropped.
+# Hydra command-line flags that take a value: kept for the ranks' command (every other flag,
+# -m included, is dropped).
 _VALUE_FLAGS = ("-cp", "-cn", "-cd", "--config-path", "--config-name", "--config-dir")
-_MULTIRUN_FLAGS = ("-m", "--multirun")
 
 
 def _quoted(value: str) -> str:
