@@ -37,10 +37,12 @@ import torch
 from platformdirs import user_cache_dir
 
 from benchmarks.lm_eval_peer import evaluate_requests, load_peer_model
+from benchmarks.roofline import MemoryWatermark, ModelShape, Peak, matmul_peak
 from kfr.core.schema import PromptStyle
 from kfr.data.novel_facts import NovelFactsSpec, ensure_novel_facts
 from kfr.data.readers import read_knowledge_base, read_questions
 from kfr.data.schema import Document, Question
+from kfr.evaluation.loglikelihood import plan_units, score_requests
 from kfr.evaluation.metrics import predict
 from kfr.evaluation.prompts import ChoiceRequest, build_requests
 
@@ -52,6 +54,7 @@ class Row:
     context_tokens: float  # mean over the questions
     batch_size: int
     kfr_qps: float
+    kfr_packed_qps: float  # kfr forced onto the one-forward packed path (the cached path's rival)
     lm_eval_qps: float  # scoring only: inside lm.loglikelihood
     ratio: float  # kfr_qps / lm_eval_qps
     cpu_ratio: float  # the same from CPU time: robust to other processes with --threads 1
@@ -59,6 +62,11 @@ class Row:
     same_acc_pct: float  # questions whose argmax prediction is the same
     same_acc_norm_pct: float
     max_abs_ll_diff: float
+    necessary_gflop: float  # the minimum the requests need (benchmarks.roofline)
+    kfr_peak_share: float  # necessary FLOPs / kfr's seconds / the matmul peak
+    lm_eval_peak_share: float
+    kfr_peak_rss_mb: float  # process high-water mark after kfr's run (lm-eval runs after it)
+    lm_eval_peak_rss_mb: float
     load_average: tuple[float, float]  # 1-minute load before and after: > threads = contention
 
 
@@ -115,11 +123,26 @@ def rag_requests(
     return build_requests(questions, PromptStyle.cloze, passages=passages)
 
 
-def _time_kfr(loaded, requests: Sequence[ChoiceRequest], batch_size: int):
-    """kfr's scores, wall seconds and CPU seconds."""
+def _time_kfr(loaded, requests: Sequence[ChoiceRequest], batch_size: int, path: str = "auto"):
+    """kfr's scores, wall seconds and CPU seconds (``path``: see ``score_requests``)."""
     start, cpu = time.perf_counter(), time.process_time()
-    scores, _ = loaded.loglikelihood(requests, batch_size=batch_size, progress=False)
+    scores, _ = score_requests(
+        loaded.model,
+        loaded.tokenizer,
+        requests,
+        max_length=loaded.max_length,
+        batch_size=batch_size,
+        device=loaded.device,
+        progress=False,
+        path=path,
+    )
     return scores, time.perf_counter() - start, time.process_time() - cpu
+
+
+def necessary_flops(loaded, requests: Sequence[ChoiceRequest]) -> int:
+    units, _ = plan_units(requests, loaded.tokenizer, loaded.max_length)
+    shape = ModelShape.from_config(loaded.model.config)
+    return shape.scoring_flops((len(u.context), [len(t) for _, t in u.choices]) for u in units)
 
 
 def _same_pct(a: Sequence[int], b: Sequence[int]) -> float:
@@ -133,6 +156,7 @@ def run_workload(
     questions: Sequence[Question],
     requests: Sequence[ChoiceRequest],
     batch_size: int,
+    peak: Peak,
 ) -> Row:
     answers = [q.answer for q in questions]
     # Warm-up on one question: the first forward passes of a new shape pay for kernel and
@@ -141,9 +165,13 @@ def run_workload(
     evaluate_requests(peer, requests[:1], answers[:1])
 
     load_before = os.getloadavg()[0]
-    scores, kfr_seconds, kfr_cpu = _time_kfr(loaded, requests, batch_size)
-    theirs = evaluate_requests(peer, requests, answers)
+    with MemoryWatermark(loaded.device) as kfr_memory:
+        scores, kfr_seconds, kfr_cpu = _time_kfr(loaded, requests, batch_size)
+    _, packed_seconds, _ = _time_kfr(loaded, requests, batch_size, path="packed")
+    with MemoryWatermark(loaded.device) as peer_memory:
+        theirs = evaluate_requests(peer, requests, answers)
     load_after = os.getloadavg()[0]
+    flops = necessary_flops(loaded, requests)
     ours = predict(questions, scores, [r.choice_lengths for r in requests])
     diff = max(
         abs(a - b)
@@ -157,6 +185,7 @@ def run_workload(
         context_tokens=float(np.mean([_n_tokens(loaded.tokenizer, r.context) for r in requests])),
         batch_size=batch_size,
         kfr_qps=n / kfr_seconds,
+        kfr_packed_qps=n / packed_seconds,
         lm_eval_qps=n / theirs.seconds_scoring,
         ratio=theirs.seconds_scoring / kfr_seconds,
         cpu_ratio=theirs.cpu_seconds_scoring / kfr_cpu,
@@ -164,22 +193,31 @@ def run_workload(
         same_acc_pct=_same_pct([p.prediction for p in ours], theirs.predictions),
         same_acc_norm_pct=_same_pct([p.prediction_norm for p in ours], theirs.predictions_norm),
         max_abs_ll_diff=diff,
+        necessary_gflop=flops / 1e9,
+        kfr_peak_share=peak.share(flops, kfr_seconds),
+        lm_eval_peak_share=peak.share(flops, theirs.seconds_scoring),
+        kfr_peak_rss_mb=kfr_memory.rss_mb,
+        lm_eval_peak_rss_mb=peer_memory.rss_mb,
         load_average=(load_before, load_after),
     )
 
 
 def markdown_table(rows: Sequence[Row]) -> str:
     lines = [
-        "| workload | questions | context tokens (mean) | batch | kfr q/s | lm-eval q/s "
-        "| kfr / lm-eval | kfr / lm-eval (CPU time) | lm-eval q/s (whole simple_evaluate) "
+        "| workload | questions | context tokens (mean) | batch | kfr q/s | kfr packed-path q/s "
+        "| lm-eval q/s | kfr / lm-eval | kfr / lm-eval (CPU time) "
+        "| lm-eval q/s (whole simple_evaluate) | necessary GFLOP | kfr achieved/peak "
+        "| lm-eval achieved/peak | peak RSS MB kfr / lm-eval "
         "| same pred. acc | same pred. acc_norm | max abs Δ loglik | load avg before/after |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r.workload} | {r.questions} | {r.context_tokens:.0f} | {r.batch_size} "
-            f"| {r.kfr_qps:.2f} | {r.lm_eval_qps:.2f} | {r.ratio:.2f}x | {r.cpu_ratio:.2f}x "
-            f"| {r.lm_eval_evaluate_qps:.2f} | {r.same_acc_pct:.1f}% "
+            f"| {r.kfr_qps:.2f} | {r.kfr_packed_qps:.2f} | {r.lm_eval_qps:.2f} | {r.ratio:.2f}x "
+            f"| {r.cpu_ratio:.2f}x | {r.lm_eval_evaluate_qps:.2f} | {r.necessary_gflop:.0f} "
+            f"| {r.kfr_peak_share:.0%} | {r.lm_eval_peak_share:.0%} "
+            f"| {r.kfr_peak_rss_mb:.0f} / {r.lm_eval_peak_rss_mb:.0f} | {r.same_acc_pct:.1f}% "
             f"| {r.same_acc_norm_pct:.1f}% | {r.max_abs_ll_diff:.1e} "
             f"| {r.load_average[0]:.1f} / {r.load_average[1]:.1f} |"
         )
@@ -224,6 +262,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         device=args.device,
     )
     data = ensure_novel_facts(NovelFactsSpec(), cache_dir)
+    # The ceiling, measured now with the same threads: the model's GEMMs at ~a batch's tokens.
+    shape = ModelShape.from_config(loaded.model.config)
+    peak = matmul_peak(shape.gemm_shapes(2048), device=loaded.device)
+    print(peak.describe(), flush=True)
     questions = read_questions(data / "questions.jsonl")
     documents = read_knowledge_base(data / "knowledge.jsonl")
 
@@ -238,6 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 short,
                 build_requests(short, PromptStyle.cloze),
                 args.batch_size,
+                peak,
             )
         )
     if args.rag_questions > 0:
@@ -245,7 +288,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         requests = rag_requests(rag, documents, loaded.tokenizer, args.context_tokens)
         rows.append(
             run_workload(
-                f"rag (~{args.context_tokens} tokens)", loaded, peer, rag, requests, args.batch_size
+                f"rag (~{args.context_tokens} tokens)",
+                loaded,
+                peer,
+                rag,
+                requests,
+                args.batch_size,
+                peak,
             )
         )
 
@@ -257,6 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "device": args.device,
             "torch": torch.__version__,
             "machine": platform.platform(),
+            "matmul_peak": asdict(peak),
             "rows": [asdict(r) for r in rows],
         }
         args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

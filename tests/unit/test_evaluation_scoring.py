@@ -54,6 +54,12 @@ def requests_(request):
     return build_requests(QUESTIONS, request.param, shots=1)
 
 
+@pytest.fixture(params=["packed", "cached"])
+def path(request):
+    """Both scoring paths: one packed forward, or the context's cache then the choices."""
+    return request.param
+
+
 def test_split_tokens_moves_trailing_space_into_continuation(tiny_lm):
     tok = tiny_lm.tokenizer
     ctx, cont = split_tokens(tok, "Answer: ", "Paris")
@@ -61,7 +67,7 @@ def test_split_tokens_moves_trailing_space_into_continuation(tiny_lm):
     assert ctx + cont == tok("Answer: Paris", add_special_tokens=False)["input_ids"]
 
 
-def test_packed_scores_equal_per_choice_reference(tiny_lm, requests_):
+def test_packed_scores_equal_per_choice_reference(path, tiny_lm, requests_):
     scores, stats = score_requests(
         tiny_lm.model,
         tiny_lm.tokenizer,
@@ -69,6 +75,7 @@ def test_packed_scores_equal_per_choice_reference(tiny_lm, requests_):
         max_length=tiny_lm.max_length,
         batch_size=3,
         progress=False,
+        path=path,
     )
     assert stats.truncated_requests == 0
     for request, row in zip(requests_, scores, strict=True):
@@ -81,7 +88,7 @@ def test_packed_scores_equal_per_choice_reference(tiny_lm, requests_):
         assert row == pytest.approx(expected, abs=2e-4)
 
 
-def test_batch_size_does_not_change_results(tiny_lm, requests_):
+def test_batch_size_does_not_change_results(path, tiny_lm, requests_):
     runs = [
         score_requests(
             tiny_lm.model,
@@ -90,6 +97,7 @@ def test_batch_size_does_not_change_results(tiny_lm, requests_):
             max_length=tiny_lm.max_length,
             batch_size=bs,
             progress=False,
+            path=path,
         )[0]
         for bs in (1, 2, 5, 16)
     ]
@@ -100,7 +108,7 @@ def test_batch_size_does_not_change_results(tiny_lm, requests_):
             assert row == pytest.approx(first, abs=1e-4)
 
 
-def test_inputs_longer_than_max_length_are_cut_from_the_left_like_lm_eval(tiny_lm):
+def test_inputs_longer_than_max_length_are_cut_from_the_left_like_lm_eval(path, tiny_lm):
     requests = build_requests(QUESTIONS, PromptStyle.cloze, shots=2)
     max_length = 24  # shorter than every context: every question is truncated
     scores, stats = score_requests(
@@ -110,6 +118,7 @@ def test_inputs_longer_than_max_length_are_cut_from_the_left_like_lm_eval(tiny_l
         max_length=max_length,
         batch_size=4,
         progress=False,
+        path=path,
     )
     assert stats.truncated_requests == len(requests)
     for request, row in zip(requests, scores, strict=True):
@@ -122,10 +131,12 @@ def test_inputs_longer_than_max_length_are_cut_from_the_left_like_lm_eval(tiny_l
         assert row == pytest.approx(expected, abs=2e-4)
 
 
-def test_empty_context_is_scored_after_a_prefix_token(tiny_lm):
+def test_empty_context_is_scored_after_a_prefix_token(path, tiny_lm):
     tok = tiny_lm.tokenizer
     request = ChoiceRequest("z", "", (" cat", " dog"), (3, 3))
-    (row,), _ = score_requests(tiny_lm.model, tok, [request], max_length=64, progress=False)
+    (row,), _ = score_requests(
+        tiny_lm.model, tok, [request], max_length=64, progress=False, path=path
+    )
     prefix = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
     cont = tok(" cat", add_special_tokens=False)["input_ids"]
     with torch.no_grad():
@@ -139,13 +150,15 @@ def test_batch_size_must_be_positive(tiny_lm, requests_):
         score_requests(tiny_lm.model, tiny_lm.tokenizer, requests_, max_length=64, batch_size=0)
 
 
-def test_whitespace_only_context_is_scored_like_an_empty_one(tiny_lm):
+def test_whitespace_only_context_is_scored_like_an_empty_one(path, tiny_lm):
     tok = tiny_lm.tokenizer
     requests = [
         ChoiceRequest("z", "", (" cat", " dog"), (3, 3)),
         ChoiceRequest("w", "  ", ("cat", "dog"), (3, 3)),
     ]
-    (empty, spaces), _ = score_requests(tiny_lm.model, tok, requests, max_length=64, progress=False)
+    (empty, spaces), _ = score_requests(
+        tiny_lm.model, tok, requests, max_length=64, progress=False, path=path
+    )
     # "  " + "cat" moves both spaces into the continuation: "  cat" vs " cat" differ, but both
     # are scored after the prefix token and must be finite.
     assert all(v < 0 for v in empty + spaces)
@@ -169,10 +182,16 @@ def test_bos_adding_tokenizer_keeps_bos_in_the_context_like_lm_eval(bos_tokenize
     assert ctx2.count(bos) == 1
 
 
-def test_bos_adding_tokenizer_scores_equal_reference(tiny_lm, bos_tokenizer):
+def test_bos_adding_tokenizer_scores_equal_reference(path, tiny_lm, bos_tokenizer):
     requests = build_requests(QUESTIONS[:3], PromptStyle.cloze)
     scores, _ = score_requests(
-        tiny_lm.model, bos_tokenizer, requests, max_length=512, batch_size=2, progress=False
+        tiny_lm.model,
+        bos_tokenizer,
+        requests,
+        max_length=512,
+        batch_size=2,
+        progress=False,
+        path=path,
     )
     for request, row in zip(requests, scores, strict=True):
         expected = [
@@ -201,7 +220,7 @@ def test_a_choice_longer_than_the_model_can_read_is_a_user_error(tiny_lm):
 @pytest.mark.parametrize(
     "layer_types", [("sliding_attention",) * 2, ("sliding_attention", "full_attention")]
 )
-def test_sliding_window_layers_score_long_contexts_like_a_plain_forward(tiny_lm, layer_types):
+def test_sliding_window_layers_score_long_contexts_like_a_plain_forward(path, tiny_lm, layer_types):
     """Gemma 3 (5 of 6 layers windowed) and Mistral (all) limit attention to a window that
     transformers builds into its own mask; kfr's packed 4-D mask must carry it, or contexts
     longer than the window score otherwise than lm-eval's plain forward."""
@@ -218,7 +237,9 @@ def test_sliding_window_layers_score_long_contexts_like_a_plain_forward(tiny_lm,
     torch.manual_seed(0)
     model = Gemma3ForCausalLM(config).eval()
     requests = build_requests(QUESTIONS, PromptStyle.cloze, shots=2)  # contexts >> 8 tokens
-    rows, _ = score_requests(model, tok, requests, max_length=256, batch_size=3, progress=False)
+    rows, _ = score_requests(
+        model, tok, requests, max_length=256, batch_size=3, progress=False, path=path
+    )
     for request, row in zip(requests, rows, strict=True):
         assert len(tok(request.context)["input_ids"]) > 3 * config.sliding_window
         expected = [
