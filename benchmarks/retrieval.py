@@ -1,18 +1,27 @@
-"""Retrieval at scale: encoder throughput, FAISS search throughput and recall, kfr's overhead.
+"""Retrieval at scale: encoder throughput, FAISS search at kfr's tuned defaults, kfr's overhead.
 
-Three measurements, printed as Markdown tables:
+Two measurements, printed as Markdown tables:
 
 - encode: the embedded MiniLM encoder (``retriever=minilm``) embedding synthetic chunks of about
   ``--chunk-tokens`` tokens into a memory-mapped file, as an index build does (chunks/s).
 - search: for each size (``--sizes``, default 100k; add 1000000 for 1M, which takes many minutes
   on 2 cores) and each index (Flat, IVF{4 sqrt(N)},Flat, HNSW32; ``--indices`` adds e.g.
-  ``IVF1024,PQ48``): build time, queries/s through kfr (``kfr.retrieval.retrieve.search_hits``:
-  FAISS search plus turning ids into ranked chunks) and through ``index.search`` directly on the
-  same index with the same (kfr default) search parameters, kfr's overhead, and recall@10 of each
-  approximate index against Flat.
+  ``IVF1024,PQ48``), in a child process of its own, exactly what a cell gets: the index built
+  (``build_s``), its search breadth tuned (``kfr.retrieval.faiss_index.tune_search_params``, the
+  call ``kfr.retrieval.cache`` makes after every build; ``tune_s``, the ``params`` it chose and
+  the recall@10 they reached on its own queries made from corpus vectors, ``tuned_recall``),
+  then searched at those params (kfr's defaults: ``retriever.nprobe`` / ``ef_search`` null):
+  ``recall_at_10`` of held-out nearby queries against Flat (exact) on the same vectors,
+  queries/s through kfr (``kfr.retrieval.retrieve.search_hits``: FAISS search plus turning ids
+  into ranked chunks) and through ``index.search`` directly, and kfr's overhead.
+  ``peak_rss_mb`` is the child's peak resident memory (``ru_maxrss``: interpreter, libraries,
+  the vectors, chunk records, the index and its search); ``added_mb`` is that peak less the
+  resident memory just before the build, i.e. the most that building, tuning and searching the
+  index held on top of the data (the index itself, training and search buffers).
 
 The vectors are random and normalised, of the embedder's dimension (384), drawn around N/100
-random centres, with queries near stored vectors: uniform random vectors have no neighbourhood
+random centres; the held-out queries are stored vectors moved in a random direction (cosine
+about 0.7 to them), never the ones tuning uses: uniform random vectors have no neighbourhood
 structure at all (every point is about equally far from every other), which no embedding model
 produces and which makes any approximate index look arbitrarily bad. Timings are the best of
 ``--repeats`` runs; the 1-minute load average is printed, since other jobs share these cores.
@@ -25,7 +34,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import multiprocessing
 import os
+import resource
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -40,6 +51,7 @@ from kfr.retrieval.faiss_index import (
     apply_search_params,
     build_index,
     search_params,
+    tune_search_params,
 )
 from kfr.retrieval.retrieve import search_hits
 
@@ -51,12 +63,16 @@ K = 10
 class SearchRow:
     index: str
     vectors: int
-    build_s: float
-    params: str
+    build_s: float  # train and add
+    tune_s: float  # choosing the search breadth (tune_search_params)
+    params: str  # the tuned search breadth: kfr's default for this index
+    tuned_recall: float | str  # recall@10 tuning measured on its own queries at params
+    recall_at_10: float  # held-out nearby queries at params, against Flat on the same vectors
     kfr_qps: float
     faiss_qps: float
     overhead_pct: float  # kfr time / faiss time - 1
-    recall_at_10: float  # against Flat on the same vectors
+    peak_rss_mb: float  # the child process's peak resident memory
+    added_mb: float  # that peak less the resident memory just before the build
 
 
 @dataclass
@@ -108,20 +124,36 @@ def recall(found: np.ndarray, exact: np.ndarray) -> float:
     return float(np.mean([len(set(a) & set(b)) / K for a, b in zip(found, exact, strict=True)]))
 
 
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _rss_mb() -> float:
+    """Resident memory now (Linux); elsewhere the peak so far."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return _peak_rss_mb()
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def bench_index(
-    spec: str,
-    vectors: np.ndarray,
-    queries: np.ndarray,
-    exact: np.ndarray | None,
-    chunks: Sequence[Chunk],
-    repeats: int,
+    spec: str, n: int, n_queries: int, exact: np.ndarray | None, repeats: int
 ) -> tuple[SearchRow, np.ndarray]:
+    """One index over ``n`` vectors, as a cell builds, tunes and searches it (run in a child
+    process of its own: the peak memory is this index's). ``exact``: Flat's answers (None: this
+    is Flat, whose answers are returned for the others)."""
+    vectors = clustered_vectors(n)
+    queries = nearby_queries(vectors, n_queries)
+    chunks = [Chunk(f"doc-{i}", 0, "", None, 0, 0) for i in range(n)]
+    ids = [f"q{i}" for i in range(len(queries))]
+    before = _rss_mb()
     started = time.perf_counter()
     index, _ = build_index(vectors, spec)
     build_s = time.perf_counter() - started
-    params = search_params(index, None, None)  # kfr's defaults (retriever.nprobe/ef_search)
+    tuning = tune_search_params(index, vectors)  # what kfr.retrieval.cache does after a build
+    params = search_params(index, None, None, tuning.params)  # kfr's defaults
     apply_search_params(index, params, on_gpu=False)
-    ids = [f"q{i}" for i in range(len(queries))]
     faiss_s = kfr_s = math.inf
     found = None
     for _ in range(repeats):  # interleaved, so a burst of load hits both alike
@@ -130,17 +162,28 @@ def bench_index(
         t, _ = _best(lambda: search_hits(index, queries, K, chunks, ids), 1)
         kfr_s = min(kfr_s, t)
     assert found is not None
+    peak = _peak_rss_mb()
     row = SearchRow(
         index=spec,
-        vectors=len(vectors),
+        vectors=n,
         build_s=round(build_s, 2),
+        tune_s=round(tuning.seconds, 2),
         params=", ".join(f"{k}={v}" for k, v in params.items()) or "-",
+        tuned_recall="-" if tuning.recall_at_10 is None else round(tuning.recall_at_10, 4),
+        recall_at_10=1.0 if exact is None else round(recall(found, exact), 4),
         kfr_qps=round(len(queries) / kfr_s, 1),
         faiss_qps=round(len(queries) / faiss_s, 1),
         overhead_pct=round(100 * (kfr_s / faiss_s - 1), 1),
-        recall_at_10=1.0 if exact is None else round(recall(found, exact), 4),
+        peak_rss_mb=round(peak),
+        added_mb=round(peak - before),
     )
     return row, found
+
+
+def bench_index_in_child(*args) -> tuple[SearchRow, np.ndarray]:
+    """:func:`bench_index` in a fresh process (spawned: it inherits no memory of this one)."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(bench_index, args)
 
 
 def synthetic_chunks(n: int, words: int, seed: int = 0) -> list[str]:
@@ -228,17 +271,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(markdown([bench_encode(args.encode_chunks, args.chunk_tokens, args.batch_size)]))
     rows = []
     for n in args.sizes:
-        vectors = clustered_vectors(n)
-        queries = nearby_queries(vectors, args.queries)
-        chunks = [Chunk(f"doc-{i}", 0, "", None, 0, 0) for i in range(n)]
         exact = None
         for name in ["Flat", *[s for s in args.indices if s != "Flat"]]:
             spec = ivf_spec(n) if name == "IVF" else name
-            row, found = bench_index(spec, vectors, queries, exact, chunks, args.repeats)
+            row, found = bench_index_in_child(spec, n, args.queries, exact, args.repeats)
             exact = found if spec == "Flat" else exact
             rows.append(row)
             print(f"  {spec} over {n}: {row}", flush=True)
-        del vectors, chunks
     print(f"\n## Search (k={K}, {args.queries} queries, load average {os.getloadavg()[0]:.1f})\n")
     print(markdown(rows))
 

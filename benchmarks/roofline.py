@@ -96,13 +96,16 @@ class ModelShape:
             total += 2 * self.head_params * predicted
         return total
 
-    def training_flops(self, sequences: int, length: int) -> int:
-        """Model FLOPs of training on ``sequences`` causal sequences of ``length`` tokens:
-        forward + backward = 3 x forward, head at every position."""
+    def training_flops(self, sequences: int, length: int, *, frozen: bool = False) -> int:
+        """Model FLOPs of training on ``sequences`` causal sequences of ``length`` tokens: forward
+        + backward = 3 x forward, head at every position. ``frozen`` (LoRA, QLoRA): the weights
+        get no gradient, so the backward of a linear layer is its input gradient only (4 x
+        instead of 6 x parameters x tokens; the adapters' own FLOPs are under 1% and left out).
+        """
         tokens = sequences * length
         pairs = sequences * length * (length + 1) // 2
-        forward = 2 * (self.linear_params + self.head_params) * tokens + self.attention_flops(pairs)
-        return 3 * forward
+        dense = 2 * (self.linear_params + self.head_params) * tokens
+        return (2 if frozen else 3) * dense + 3 * self.attention_flops(pairs)
 
     def gemm_shapes(self, rows: int) -> list[tuple[int, int, int]]:
         """(M, K, N) of every distinct linear GEMM of a block, and the head, at ``rows`` tokens."""

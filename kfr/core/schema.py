@@ -195,9 +195,13 @@ class RetrieverConfig:
     # faiss.index_factory spec, inner product on normalised embeddings: Flat (exact),
     # IVF{n},Flat, HNSW32, IVF{n},PQ{m}, ... A bad spec is reported before anything is encoded.
     index: str = "Flat"
-    # Search breadth; null = recall@10 vs Flat >= 0.95 at 100k vectors (benchmarks/retrieval.py):
-    nprobe: int | None = ranged(None, ge=1)  # IVF lists searched (at most n); null = max(16, n/16)
-    ef_search: int | None = ranged(None, ge=1)  # HNSW candidate list size; null = 128
+    # Search breadth; null = tuned when the index is built to reach retriever.target_recall
+    # (stored with the index); a value set here wins over the tuned one:
+    nprobe: int | None = ranged(None, ge=1)  # IVF lists searched (at most the lists)
+    ef_search: int | None = ranged(None, ge=1)  # HNSW candidate list size
+    # recall@10 against exact search the tuned search breadth must reach, on queries made near
+    # a sample of the corpus's own chunks; IVF and HNSW index directories are keyed by it.
+    target_recall: float = ranged(0.95, gt=0, le=1)
     # Chunks put before each question (at most the knowledge base's chunk count); 0 = exactly the
     # base method's prompts.
     k: int = ranged(3, ge=0)

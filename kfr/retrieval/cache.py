@@ -6,15 +6,19 @@ Layout under ``${paths.cache_dir}/indices/``::
         chunks.jsonl                      chunking settings
         embeddings.npy               float32, row i = chunk i (line i of chunks.jsonl)
         manifest.json
-        <spec>-<hash>/               one directory per index spec over those embeddings
-            index.faiss              a CPU index (built on a GPU when there is one)
-            manifest.json
+        <spec>-<hash>/               one directory per index spec over those embeddings (and,
+            index.faiss              for IVF / HNSW, the search-breadth tuning settings:
+            manifest.json            retriever.target_recall); a CPU index (built on a GPU when
+                                     there is one); the manifest holds its tuned search_params
 
 Embedding is the expensive step, so it is keyed without the index spec: trying another index
-reuses the embeddings. Each directory is built by ``kfr.core.storage.build_directory_once``: the
-jobs of a sweep wait on a file lock and the first one builds; a directory appears only complete
-(renamed from a temporary one), so a crash or a bad setting never leaves a half-written index.
-Anything that changes what is built (a document, the encoder, a setting) changes the key.
+reuses the embeddings. An IVF or HNSW index's search breadth (nprobe, efSearch) is tuned
+right after it is built (``faiss_index.tune_search_params``, to ``retriever.target_recall``)
+and stored in its manifest (``read_index_manifest``). Each directory is built by
+``kfr.core.storage.build_directory_once``: the jobs of a sweep wait on a file lock and the first
+one builds; a directory appears only complete (renamed from a temporary one), so a crash or a bad
+setting never leaves a half-written index. Anything that changes what is built (a document, the
+encoder, a setting) changes the key.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from kfr.core.storage import atomic_write_json, build_directory_once
 from kfr.data.schema import Document
 from kfr.retrieval.chunking import Chunk, check_chunk_settings, chunk_corpus
 from kfr.retrieval.encoders import TextEncoder, encode_to_file
-from kfr.retrieval.faiss_index import build_index, new_index
+from kfr.retrieval.faiss_index import build_index, new_index, tune_search_params, tuning_key
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +132,8 @@ def ensure_index(
         raise UserError("empty knowledge base: nothing to retrieve from", field="data.knowledge")
     check_chunk_settings(cfg.chunk_tokens, cfg.chunk_overlap)
     _check_chunk_fit(cfg, encoder)
-    new_index(encoder.dim, cfg.index)  # a bad spec fails now, before anything is embedded
+    # A bad spec (or target recall) fails now, before anything is embedded.
+    tuning = tuning_key(new_index(encoder.dim, cfg.index), cfg.target_recall)
     key = embeddings_key(documents, cfg, encoder)
     embeddings_dir = Path(cache_dir) / "indices" / f"{_slug(cfg.name)}-{_short_hash(key)}"
     built = {"embeddings": False, "index": False}
@@ -163,12 +168,20 @@ def ensure_index(
     manifest = json.loads((embeddings_dir / MANIFEST_FILE).read_text(encoding="utf-8"))
     _check_dim(manifest["dim"], encoder.dim, embeddings_dir)
 
-    index_dir = embeddings_dir / f"{_slug(cfg.index)}-{_short_hash(cfg.index)[:8]}"
+    # A tuned index is keyed by its tuning settings too (rebuilt when they change, and index
+    # directories written before tuning existed are not reused); Flat keeps the spec alone.
+    index_key = cfg.index if tuning is None else {"spec": cfg.index, "search_tuning": tuning}
+    index_dir = embeddings_dir / f"{_slug(cfg.index)}-{_short_hash(index_key)[:8]}"
 
     def index(tmp: Path) -> None:
         started = time.perf_counter()
         embeddings = np.load(embeddings_dir / EMBEDDINGS_FILE, mmap_mode="r")
         built_index, report = build_index(embeddings, cfg.index, gpus)
+        built_s = time.perf_counter() - started
+        # Tuned on the CPU index build_index returns (after a GPU build too), which is left set
+        # to the choice: index.faiss holds it as well.
+        tuned = tune_search_params(built_index, embeddings, cfg.target_recall)
+        del embeddings
         faiss.write_index(built_index, str(tmp / INDEX_FILE))
         faults.point("index.build")
         atomic_write_json(
@@ -179,7 +192,8 @@ def ensure_index(
                 "vectors": int(built_index.ntotal),
                 "built_on": report.device,
                 "train_vectors": report.train_vectors,
-                "build_s": round(time.perf_counter() - started, 3),
+                "build_s": round(built_s, 3),
+                **tuned.manifest(),
             },
         )
         built["index"] = True
@@ -213,6 +227,12 @@ def _check_dim(found: int, expected: int, where: Path) -> None:
 def read_chunks(files: IndexFiles) -> list[Chunk]:
     with (files.embeddings_dir / CHUNKS_FILE).open(encoding="utf-8") as f:
         return [Chunk.from_json(json.loads(line)) for line in f]
+
+
+def read_index_manifest(files: IndexFiles) -> dict:
+    """The index directory's manifest: spec, sizes, build time and the tuned search breadth
+    (``search_params``; absent in a manifest written before tuning existed)."""
+    return json.loads((files.index_dir / MANIFEST_FILE).read_text(encoding="utf-8"))
 
 
 def read_index(files: IndexFiles, dim: int) -> faiss.Index:

@@ -144,13 +144,13 @@ def retrieve_passages(
     if not documents:
         raise UserError("empty knowledge base: nothing to retrieve from", field="data.knowledge")
     # faiss and sentence-transformers load here, not when a base cell imports this module.
-    from kfr.retrieval.cache import ensure_index, read_chunks, read_index
+    from kfr.retrieval.cache import ensure_index, read_chunks, read_index, read_index_manifest
     from kfr.retrieval.encoders import load_encoder, resolve_encoder_device
     from kfr.retrieval.faiss_index import (
         apply_search_params,
+        choose_search_params,
         describe,
         faiss_gpus,
-        search_params,
         to_gpus,
     )
 
@@ -168,7 +168,18 @@ def retrieve_passages(
             field="retriever.k",
         )
     index = read_index(files, encoder.dim)
-    params = search_params(index, cfg.nprobe, cfg.ef_search)
+    manifest = read_index_manifest(files)
+    # The breadth tuned at build (to retriever.target_recall) unless the user set one.
+    params, sources = choose_search_params(
+        index, cfg.nprobe, cfg.ef_search, manifest.get("search_params")
+    )
+    if "default" in sources.values():
+        log.info(
+            "Index %s has no tuned search breadth (built before tuning existed): using the "
+            "fixed defaults %s",
+            files.index_dir,
+            {name: params[name] for name, source in sources.items() if source == "default"},
+        )
     on_gpu = to_gpus(index, gpus) if gpus else None
     index = index if on_gpu is None else on_gpu
     apply_search_params(index, params, on_gpu=on_gpu is not None)
@@ -186,6 +197,9 @@ def retrieve_passages(
     info = {
         **settings,
         "search_params": params,
+        "search_params_source": sources,  # per parameter: user | tuned | default
+        # recall@10 vs exact search the tuned params reached when the index was built
+        "tuned_recall_at_10": manifest.get("tuned_recall_at_10"),
         "chunks": len(chunks),
         "index_dir": str(files.index_dir),
         "index_reused": files.reused,

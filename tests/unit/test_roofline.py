@@ -61,6 +61,28 @@ def test_training_flops_are_three_forwards(tiny_lm):
     assert shape.training_flops(2, 16) == dense + 3 * shape.attention_flops(2 * 16 * 17 // 2)
 
 
+def test_frozen_training_flops_skip_weight_gradients(tiny_lm):
+    """LoRA's base weights are frozen: torch computes input gradients only. Inputs that need a
+    gradient stand in for adapters below every layer (their own FLOPs are left out)."""
+    model = tiny_lm.model
+    shape = ModelShape.from_config(model.config)
+    inputs = torch.randint(0, model.config.vocab_size, (2, 16))
+    trainable = {n: p.requires_grad for n, p in model.named_parameters()}
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    try:
+        embeds = model.get_input_embeddings()(inputs).detach().requires_grad_()
+        with FlopCounterMode(display=False) as counter:
+            model(inputs_embeds=embeds, labels=inputs).loss.backward()
+    finally:
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad_(trainable[name])
+    dense = 4 * (shape.linear_params + shape.head_params) * 32
+    assert _matmul_flops(counter) == dense
+    frozen = shape.training_flops(2, 16, frozen=True)
+    assert frozen == dense + 3 * shape.attention_flops(2 * 16 * 17 // 2)
+
+
 def test_matmul_peak_measures_every_shape():
     peak = matmul_peak([(64, 32, 48), (128, 32, 16)], seconds_per_shape=0.02)
     assert set(peak.per_shape) == {"64x32x48", "128x32x16"}
