@@ -40,6 +40,8 @@ from pathlib import Path
 
 from platformdirs import user_cache_dir
 
+from benchmarks.roofline import ModelShape, matmul_peak, peak_rss_mb
+
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
@@ -245,8 +247,17 @@ def main(argv: list[str] | None = None) -> None:
 
     cache_dir = _cache_dir()
     rows, records = [], []
+    peak = None
     for mode in args.modes:
         cfg = _config(mode, args)
+        if peak is None:
+            from kfr.models.loading import load_model
+
+            shape = ModelShape.from_config(load_model(cfg.model, cache_dir).model.config)
+            # The ceiling, measured now with the same threads, at a micro-batch's tokens.
+            rows_per_gemm = args.micro_batch * args.block_size
+            peak = matmul_peak(shape.gemm_shapes(rows_per_gemm), device=args.device)
+            print(peak.describe(), flush=True)
         texts = _texts(cfg, args.steps * args.micro_batch * args.accumulate, cache_dir)
         cfg.augment.paraphrases = 0  # the texts above are passed in directly
         run_kfr(cfg, texts, cache_dir)  # warm-up, untimed
@@ -263,7 +274,13 @@ def main(argv: list[str] | None = None) -> None:
         peer_cpu = (
             statistics.median(t.tokens_per_cpu_s for t in peer_runs) if peer_runs else math.nan
         )
-        rows.append((mode, kfr_tps, peer_tps, kfr_cpu, peer_cpu))
+        # Model FLOPs per token (block-long causal sequences); LoRA's frozen weights get no
+        # gradient, so its minimum is 4x rather than 6x the parameters per token.
+        per_token = shape.training_flops(1, args.block_size, frozen=mode != "full")
+        per_token /= args.block_size
+        kfr_mfu = peak.share(per_token * kfr_tps, 1.0)
+        peer_mfu = peak.share(per_token * peer_tps, 1.0) if peer_runs else math.nan
+        rows.append((mode, kfr_tps, peer_tps, kfr_cpu, peer_cpu, kfr_mfu, peer_mfu))
         summary = kfr_runs[-1].summary or {}
         records.append(
             {
@@ -271,6 +288,10 @@ def main(argv: list[str] | None = None) -> None:
                 "kfr_tokens_per_s": round(kfr_tps, 1),
                 "peer_tokens_per_s": round(peer_tps, 1) if peer_runs else None,
                 "kfr_tokens_per_cpu_s": round(kfr_cpu, 1),
+                "kfr_mfu": round(kfr_mfu, 3),
+                "peer_mfu": round(peer_mfu, 3) if peer_runs else None,
+                "matmul_peak_gflops": round(peak.gflops, 1),
+                "peak_rss_mb": round(peak_rss_mb()),
                 "timed_steps": kfr_runs[-1].steps,
                 "tokens_per_step": cfg.finetune.batch_size * cfg.finetune.block_size,
                 "precision": str(cfg.trainer.precision),
@@ -290,15 +311,16 @@ def main(argv: list[str] | None = None) -> None:
         f"\n{args.model}, {precision} {where}, block "
         f"{args.block_size}, batch {args.micro_batch}x{args.accumulate}, {args.steps} steps, "
         f"median of {args.repeats} alternating runs after a warm-up, load average "
-        f"{os.getloadavg()[0]:.1f}\n"
+        f"{os.getloadavg()[0]:.1f}; MFU = model FLOPs (benchmarks.roofline) / the matmul peak; "
+        f"peak RSS {peak_rss_mb():.0f} MB (both sides, one process)\n"
     )
     header = ["mode", "kfr tok/s", "Trainer tok/s", "ratio"]
-    header += ["kfr tok/CPU-s", "Trainer tok/CPU-s", "CPU ratio"]
+    header += ["kfr tok/CPU-s", "Trainer tok/CPU-s", "CPU ratio", "kfr MFU", "Trainer MFU"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
-    for mode, kt, pt, kc, pc in rows:
+    for mode, kt, pt, kc, pc, km, pm in rows:
         cells = [mode, f"{kt:.1f}", f"{pt:.1f}", f"{kt / pt:.2f}"]
-        cells += [f"{kc:.1f}", f"{pc:.1f}", f"{kc / pc:.2f}"]
+        cells += [f"{kc:.1f}", f"{pc:.1f}", f"{kc / pc:.2f}", f"{km:.0%}", f"{pm:.0%}"]
         print("| " + " | ".join(cells) + " |")
     if args.json:
         report = {
