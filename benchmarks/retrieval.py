@@ -280,6 +280,21 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"  {spec} over {n}: {row}", flush=True)
     print(f"\n## Search (k={K}, {args.queries} queries, load average {os.getloadavg()[0]:.1f})\n")
     print(markdown(rows))
+    # The roofline of exact search: 2 x queries x vectors x dim FLOPs, one matmul in blocks.
+    # Approximate indices do less work by design, so only Flat has a share of peak. Imported
+    # here: torch in the spawned children would add to their peak memory.
+    import torch
+
+    from benchmarks.roofline import matmul_peak
+
+    torch.set_num_threads(faiss.omp_get_max_threads())
+    peak = matmul_peak([(args.queries, DIM, 65_536)])
+    print(f"\n{peak.describe()}")
+    for row in rows:
+        if row.index == "Flat":
+            flops = 2 * args.queries * row.vectors * DIM
+            share = peak.share(flops, args.queries / row.faiss_qps)
+            print(f"Flat over {row.vectors}: {share:.0%} of the matmul peak (FAISS search)")
 
 
 if __name__ == "__main__":
