@@ -55,6 +55,7 @@ class Row:
     batch_size: int
     kfr_qps: float
     kfr_packed_qps: float  # kfr forced onto the one-forward packed path (the cached path's rival)
+    kfr_packed_cpu_ratio: float  # packed-path CPU seconds / kfr's (auto path) CPU seconds
     lm_eval_qps: float  # scoring only: inside lm.loglikelihood
     ratio: float  # kfr_qps / lm_eval_qps
     cpu_ratio: float  # the same from CPU time: robust to other processes with --threads 1
@@ -65,6 +66,8 @@ class Row:
     necessary_gflop: float  # the minimum the requests need (benchmarks.roofline)
     kfr_peak_share: float  # necessary FLOPs / kfr's seconds / the matmul peak
     lm_eval_peak_share: float
+    kfr_cpu_peak_share: float | None  # the same from CPU seconds (steady with --threads 1)
+    lm_eval_cpu_peak_share: float | None
     kfr_peak_rss_mb: float  # process high-water mark after kfr's run (lm-eval runs after it)
     lm_eval_peak_rss_mb: float
     load_average: tuple[float, float]  # 1-minute load before and after: > threads = contention
@@ -167,7 +170,7 @@ def run_workload(
     load_before = os.getloadavg()[0]
     with MemoryWatermark(loaded.device) as kfr_memory:
         scores, kfr_seconds, kfr_cpu = _time_kfr(loaded, requests, batch_size)
-    _, packed_seconds, _ = _time_kfr(loaded, requests, batch_size, path="packed")
+    _, packed_seconds, packed_cpu = _time_kfr(loaded, requests, batch_size, path="packed")
     with MemoryWatermark(loaded.device) as peer_memory:
         theirs = evaluate_requests(peer, requests, answers)
     load_after = os.getloadavg()[0]
@@ -186,6 +189,7 @@ def run_workload(
         batch_size=batch_size,
         kfr_qps=n / kfr_seconds,
         kfr_packed_qps=n / packed_seconds,
+        kfr_packed_cpu_ratio=packed_cpu / kfr_cpu,
         lm_eval_qps=n / theirs.seconds_scoring,
         ratio=theirs.seconds_scoring / kfr_seconds,
         cpu_ratio=theirs.cpu_seconds_scoring / kfr_cpu,
@@ -196,10 +200,16 @@ def run_workload(
         necessary_gflop=flops / 1e9,
         kfr_peak_share=peak.share(flops, kfr_seconds),
         lm_eval_peak_share=peak.share(flops, theirs.seconds_scoring),
+        kfr_cpu_peak_share=peak.cpu_share(flops, kfr_cpu),
+        lm_eval_cpu_peak_share=peak.cpu_share(flops, theirs.cpu_seconds_scoring),
         kfr_peak_rss_mb=kfr_memory.rss_mb,
         lm_eval_peak_rss_mb=peer_memory.rss_mb,
         load_average=(load_before, load_after),
     )
+
+
+def _pct(share: float | None) -> str:
+    return "-" if share is None else f"{share:.0%}"
 
 
 def markdown_table(rows: Sequence[Row]) -> str:
@@ -207,9 +217,10 @@ def markdown_table(rows: Sequence[Row]) -> str:
         "| workload | questions | context tokens (mean) | batch | kfr q/s | kfr packed-path q/s "
         "| lm-eval q/s | kfr / lm-eval | kfr / lm-eval (CPU time) "
         "| lm-eval q/s (whole simple_evaluate) | necessary GFLOP | kfr achieved/peak "
-        "| lm-eval achieved/peak | peak RSS MB kfr / lm-eval "
+        "| lm-eval achieved/peak | achieved/peak from CPU time kfr / lm-eval "
+        "| packed path / kfr (CPU time) | peak RSS MB kfr / lm-eval "
         "| same pred. acc | same pred. acc_norm | max abs Δ loglik | load avg before/after |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
@@ -217,6 +228,8 @@ def markdown_table(rows: Sequence[Row]) -> str:
             f"| {r.kfr_qps:.2f} | {r.kfr_packed_qps:.2f} | {r.lm_eval_qps:.2f} | {r.ratio:.2f}x "
             f"| {r.cpu_ratio:.2f}x | {r.lm_eval_evaluate_qps:.2f} | {r.necessary_gflop:.0f} "
             f"| {r.kfr_peak_share:.0%} | {r.lm_eval_peak_share:.0%} "
+            f"| {_pct(r.kfr_cpu_peak_share)} / {_pct(r.lm_eval_cpu_peak_share)} "
+            f"| {r.kfr_packed_cpu_ratio:.2f}x "
             f"| {r.kfr_peak_rss_mb:.0f} / {r.lm_eval_peak_rss_mb:.0f} | {r.same_acc_pct:.1f}% "
             f"| {r.same_acc_norm_pct:.1f}% | {r.max_abs_ll_diff:.1e} "
             f"| {r.load_average[0]:.1f} / {r.load_average[1]:.1f} |"

@@ -121,15 +121,25 @@ class Peak:
     threads: int
     gflops: float  # the best of the shapes: the ceiling used for achieved/peak
     per_shape: dict[str, float]  # "MxKxN" -> GFLOP/s
+    # The same from CPU time (per thread, CPU only): with one thread, what other processes on
+    # the cores barely change, so shares from CPU seconds hold on a busy machine too.
+    cpu_gflops: float | None = None
 
     def share(self, flops: float, seconds: float) -> float:
         """Achieved/peak of ``flops`` done in ``seconds``."""
         return flops / seconds / 1e9 / self.gflops
 
+    def cpu_share(self, flops: float, cpu_seconds: float) -> float | None:
+        """Achieved/peak of ``flops`` done in ``cpu_seconds`` of this process's CPU time."""
+        if self.cpu_gflops is None:
+            return None
+        return flops / cpu_seconds / 1e9 / self.cpu_gflops
+
     def describe(self) -> str:
         shapes = ", ".join(f"{k}: {v:.0f}" for k, v in self.per_shape.items())
+        cpu = "" if self.cpu_gflops is None else f", {self.cpu_gflops:.1f} per CPU-second"
         return (
-            f"{self.dtype} matmul peak {self.gflops:.1f} GFLOP/s on {self.device} "
+            f"{self.dtype} matmul peak {self.gflops:.1f} GFLOP/s on {self.device}{cpu} "
             f"({self.threads} threads; per shape {shapes})"
         )
 
@@ -154,6 +164,7 @@ def matmul_peak(
     device = torch.device(device)
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     per_shape: dict[str, float] = {}
+    cpu_best: dict[str, float] = {}
     generator = torch.Generator(device="cpu").manual_seed(0)
     for m, k, n in shapes:
         x = torch.randn(m, k, generator=generator).to(device, dtype)
@@ -162,14 +173,18 @@ def matmul_peak(
         for _ in range(2):
             torch.matmul(x, w.t(), out=out)
         _sync(device)
-        best = float("inf")
+        best = cpu = float("inf")
         deadline = time.perf_counter() + seconds_per_shape
         while time.perf_counter() < deadline:
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.process_time()
             torch.matmul(x, w.t(), out=out)
             _sync(device)
             best = min(best, time.perf_counter() - started)
+            cpu = min(cpu, time.process_time() - started_cpu)
         per_shape[f"{m}x{k}x{n}"] = 2 * m * k * n / best / 1e9
+        if device.type == "cpu" and cpu > 0:
+            # CPU seconds of all threads: per thread-second, times the threads, is per second.
+            cpu_best[f"{m}x{k}x{n}"] = 2 * m * k * n / cpu / 1e9
         del x, w, out
     return Peak(
         device=str(device),
@@ -177,6 +192,7 @@ def matmul_peak(
         threads=torch.get_num_threads(),
         gflops=max(per_shape.values()),
         per_shape=per_shape,
+        cpu_gflops=max(cpu_best.values()) if cpu_best else None,
     )
 
 

@@ -88,6 +88,8 @@ def test_matmul_peak_measures_every_shape():
     assert set(peak.per_shape) == {"64x32x48", "128x32x16"}
     assert peak.gflops == max(peak.per_shape.values()) > 0
     assert peak.share(peak.gflops * 1e9, 1.0) == pytest.approx(1.0)
+    assert peak.cpu_gflops > 0
+    assert peak.cpu_share(peak.cpu_gflops * 1e9, 1.0) == pytest.approx(1.0)
 
 
 def test_memory_watermark_sees_a_large_allocation():
