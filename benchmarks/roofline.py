@@ -28,6 +28,7 @@ import resource
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -197,7 +198,14 @@ def matmul_peak(
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident memory so far, in MB (Linux reports ru_maxrss in KiB)."""
+    """This process's peak resident memory so far, in MB. Linux's VmHWM, which starts afresh
+    at exec; ru_maxrss (KiB) elsewhere, which a child started from a large process inherits."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
