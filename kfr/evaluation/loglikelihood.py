@@ -25,9 +25,11 @@ Batches are sorted longest first, so an out-of-memory error shows up at the firs
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache as _memoize
 
 import torch
 from tqdm.auto import tqdm
@@ -302,9 +304,18 @@ def _score_batch_cached(model, split, units, pad_id, dtype, device):
     # A cache without the config keeps every layer's keys whole (a config would give
     # sliding-window layers a cache that drops old keys); the second mask carries the window.
     cache = DynamicCache() if needs_choices else None
+    cache_kw = {_cache_keyword(type(decoder)): cache} if needs_choices else {}
     context_hidden = decoder(
-        input_ids=context_ids.to(device), cache=cache, use_cache=needs_choices
+        input_ids=context_ids.to(device), use_cache=needs_choices, **cache_kw
     ).last_hidden_state
+    if cache is not None and cache.get_seq_length() != context_width:
+        # A model that drops an unknown keyword into **kwargs would score the choices without
+        # their context: wrong numbers, no error. Never let that pass silently.
+        raise RuntimeError(
+            f"{type(decoder).__name__} did not fill the key/value cache passed as "
+            f"{next(iter(cache_kw))}= (holds {cache.get_seq_length()} of {context_width} "
+            "tokens): this transformers version's cache API is not supported by kfr"
+        )
     input_ids, positions, mask, targets = _pack_choices(
         units, context_width, pad_id, dtype, device, _sliding_window(model)
     )
@@ -322,8 +333,8 @@ def _score_batch_cached(model, split, units, pad_id, dtype, device):
             input_ids=input_ids,
             attention_mask=mask,
             position_ids=positions,
-            cache=cache,
             use_cache=True,
+            **cache_kw,
         ).last_hidden_state
         for t, lp in zip(
             from_choices,
@@ -332,6 +343,14 @@ def _score_batch_cached(model, split, units, pad_id, dtype, device):
         ):
             logprobs[id(t)] = lp
     return [(t[3], t[4], logprobs[id(t)]) for t in targets]
+
+
+@_memoize
+def _cache_keyword(decoder_type: type) -> str:
+    """The keyword a decoder's forward takes its key/value cache by: ``cache`` from transformers
+    5.2x on, ``past_key_values`` before (5.17's models silently ignore ``cache=``)."""
+    params = inspect.signature(decoder_type.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
 
 
 def _use_cache(path: str, split, units: Sequence[PackedUnit]) -> bool:

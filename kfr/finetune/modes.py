@@ -50,6 +50,20 @@ def compute_dtype(spec: str, device: torch.device) -> torch.dtype:
     return DTYPES[spec]
 
 
+def bitsandbytes_cuda_problem() -> str | None:
+    """Why bitsandbytes cannot run 4-bit layers on this GPU, or None. bitsandbytes imports
+    without its CUDA library (a CPU-only build, or none for this CUDA version) and fails only
+    at the first 4-bit matmul, deep inside training: ask its loader up front."""
+    from bitsandbytes import cextension
+
+    lib = getattr(cextension, "lib", None)
+    if getattr(lib, "compiled_with_cuda", False):
+        return None
+    # vars(): the library object answers any other attribute with a stub function.
+    message = str(vars(lib).get("error_msg", "") if lib is not None else "").strip().splitlines()
+    return message[0] if message else "the native library it loaded is not a CUDA build"
+
+
 class FullFinetune:
     """Every weight trained; saved as a full Hugging Face checkpoint (``model/``)."""
 
@@ -153,6 +167,15 @@ class QLoraFinetune(LoraFinetune):
                 "QLoRA's 4-bit weights cannot be sharded by FSDP; use trainer=ddp or trainer=gpu",
                 field="trainer.strategy",
             )
+        if uses_gpu(cfg.trainer.accelerator):
+            problem = bitsandbytes_cuda_problem()
+            if problem:
+                raise UserError(
+                    f"finetune=qlora on a GPU, but bitsandbytes has no CUDA kernels here "
+                    f"({problem}); install a bitsandbytes build for this CUDA, or use "
+                    "finetune=lora",
+                    field="finetune.mode",
+                )
         if not uses_gpu(cfg.trainer.accelerator) and cfg.finetune.compute_dtype not in {
             "auto",
             "float32",

@@ -10,11 +10,14 @@ that Lightning's division by the accumulation and DDP's gradient average leave t
 per-token mean: the same gradient for any split into micro-batches and processes.
 
 AdamW with decoupled weight decay on matrices only, linear warmup then cosine / linear decay or
-a constant rate, stepped per optimizer step. Gradient accumulation and clipping are the Trainer's
-(``accumulate_grad_batches``, ``gradient_clip_val``). The loss logged is the step's loss (the
-mean over its micro-batches, or its per-token mean for examples), so a log row is one optimizer
-step whatever the accumulation; under data parallelism it is reduced over the ranks, so it is
-the loss of the whole step.
+a constant rate, stepped per optimizer step; torch's fused kernel wherever no gradient scaler is
+in play (32-bit and bf16; fp16's scaler needs the gradients unscaled before clipping, which a
+fused step does only inside itself). Gradient accumulation is the Trainer's
+(``accumulate_grad_batches``); the clipping norm is the Trainer's ``gradient_clip_val``, applied
+by :meth:`CausalLMModule.configure_gradient_clipping` (why: its docstring). The loss logged is
+the step's loss (the mean over its micro-batches, or its per-token mean for examples), so a log
+row is one optimizer step whatever the accumulation; under data parallelism it is reduced over
+the ranks, so it is the loss of the whole step.
 
 Resumable checkpoints (kfr.finetune.train) hold only the parameters being trained: a LoRA
 checkpoint is the adapter plus optimizer state, not a copy of the frozen (or 4-bit) base model.
@@ -42,6 +45,11 @@ def _fusable(params: list[torch.Tensor]) -> bool:
         and devices <= {"cpu", "cuda"}
         and all(p.is_floating_point() for p in params)
     )
+
+
+def _scales_gradients(trainer) -> bool:
+    """Whether the precision plugin multiplies the loss by a gradient scaler (fp16 mixed)."""
+    return getattr(trainer.precision_plugin, "scaler", None) is not None
 
 
 class CausalLMModule(pl.LightningModule):
@@ -157,6 +165,36 @@ class CausalLMModule(pl.LightningModule):
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         self.log("train/lr", optimizer.param_groups[0]["lr"], on_step=True, on_epoch=False)
 
+    def configure_gradient_clipping(
+        self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
+    ) -> None:
+        """Clip the step's gradients to ``gradient_clip_val`` (global L2 norm).
+
+        Lightning's own clipping refuses two of kfr's GPU profiles: its mixed-precision plugin
+        raises for any optimizer that unscales in its step (the fused AdamW), even under
+        bf16-mixed, where no scaler exists and the gradients are the true ones (Lightning issue
+        #21435, in every release up to 2.6.6 at least); its FSDP plugin refuses norm clipping
+        outright, since only the sharded root module can compute the global norm. So: FSDP
+        clips through that root; without a scaler, the gradients are clipped here directly;
+        with fp16's scaler (a non-fused optimizer, unscaled by Lightning before this hook),
+        Lightning's own path.
+        """
+        if not gradient_clip_val:
+            return
+        if gradient_clip_algorithm not in (None, "norm"):
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+            return
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        root = self.trainer.strategy.model
+        if isinstance(root, FullyShardedDataParallel):  # the norm over every rank's shards
+            root.clip_grad_norm_(gradient_clip_val)
+        elif not _scales_gradients(self.trainer):
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+        else:
+            self.clip_gradients(optimizer, gradient_clip_val, "norm")
+
     def configure_optimizers(self):
         from transformers import get_scheduler
 
@@ -167,7 +205,8 @@ class CausalLMModule(pl.LightningModule):
             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
         ]
         groups = [g for g in groups if g["params"]]
-        optimizer = torch.optim.AdamW(groups, lr=self.lr, fused=_fusable(params))
+        fused = _fusable(params) and not _scales_gradients(self.trainer)
+        optimizer = torch.optim.AdamW(groups, lr=self.lr, fused=fused)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         scheduler = get_scheduler(
             _SCHEDULER_NAMES[self.schedule],

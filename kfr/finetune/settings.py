@@ -1,7 +1,7 @@
 """Fine-tuning settings checked before anything loads, and the batch geometry they imply.
 
 Everything that can be checked without a model is checked in :func:`check_finetune_settings`,
-so a combination that cannot work (QLoRA without bitsandbytes or under FSDP, 16-bit training on
+so a combination that cannot work (QLoRA without bitsandbytes or under FSDP, fp16 training on
 the CPU, a batch that devices cannot split) stops the cell before any data or weights are read.
 What only one mode needs is checked by its strategy (:mod:`kfr.finetune.modes`).
 """
@@ -15,7 +15,10 @@ import torch
 from kfr.core.errors import UserError
 from kfr.core.schema import KfrConfig, TrainerConfig
 
-FULL_PRECISIONS = {"32", "32-true", "64", "64-true"}
+# Lightning's precision names (a typo would otherwise be Lightning's traceback at fit time).
+PRECISIONS = ("32-true", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true")
+_SHORT_PRECISIONS = {"32": "32-true", "64": "64-true", "16": "16-mixed", "bf16": "bf16-mixed"}
+GPU_ONLY_PRECISIONS = {"16-mixed", "16-true"}
 _TRUE_DTYPES = {"bf16-true": torch.bfloat16, "16-true": torch.float16}
 _MIXED_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
@@ -93,10 +96,18 @@ def check_common_settings(cfg: KfrConfig) -> None:
             "trainer.accelerator=cpu for data parallelism over CPU processes",
             field="trainer.strategy",
         )
-    if not uses_gpu(trainer.accelerator) and str(trainer.precision) not in FULL_PRECISIONS:
+    precision = _SHORT_PRECISIONS.get(str(trainer.precision), str(trainer.precision))
+    if precision not in PRECISIONS:
         raise UserError(
-            f"{trainer.precision} training needs a GPU; on the CPU use trainer=cpu "
-            "(trainer.precision=32-true)",
+            f"unknown precision {trainer.precision!r}; use one of {', '.join(PRECISIONS)}",
+            field="trainer.precision",
+        )
+    if not uses_gpu(trainer.accelerator) and precision in GPU_ONLY_PRECISIONS:
+        # bf16 (mixed or true) runs on the CPU too: Lightning autocasts there, and a GPU
+        # profile (trainer=gpu|ddp with trainer.accelerator=cpu) then trains with the very
+        # plugin, optimizer and clipping it uses on a GPU. fp16 has no CPU path in Lightning.
+        raise UserError(
+            f"{trainer.precision} training needs a GPU; on the CPU use 32-true or bf16-mixed",
             field="trainer.precision",
         )
     check_devices_exist(trainer)

@@ -242,7 +242,7 @@ def test_a_failed_training_leaves_no_checkpoint(ft_cache, monkeypatch):
 @pytest.mark.parametrize(
     ("overrides", "fragment"),
     [
-        (["trainer.precision=bf16-mixed"], r"field 'trainer\.precision'.*needs a GPU"),
+        (["trainer.precision=16-mixed"], r"field 'trainer\.precision'.*needs a GPU"),
         (["finetune=qlora", "trainer.strategy=fsdp"], r"field 'trainer\.strategy'.*FSDP"),
         (["finetune.batch_size=6", "trainer.micro_batch_size=4"], "micro_batch_size"),
         (["finetune.lr=0"], r"finetune\.lr"),
@@ -301,7 +301,7 @@ def test_cli_rejects_16_bit_training_on_the_cpu_with_exit_code_2(tmp_path):
 
     env = {**os.environ, "KFR_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
     command = [sys.executable, "-m", "kfr.cli", "model=tiny_llama", "method=ft"]
-    command += ["trainer.precision=bf16-mixed", f"paths.output_root={tmp_path / 'out'}"]
+    command += ["trainer.precision=16-mixed", f"paths.output_root={tmp_path / 'out'}"]
     done = subprocess.run(
         command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
     )
