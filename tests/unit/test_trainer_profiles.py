@@ -143,3 +143,11 @@ def test_gpu_qlora_without_bitsandbytes_cuda_kernels_is_refused(monkeypatch, tmp
     cfg = ft_config("finetune=qlora", "trainer=gpu", cache=str(tmp_path))
     with pytest.raises(UserError, match=r"finetune\.mode.*no CUDA kernels"):
         strategy("qlora").check(cfg)
+
+
+def test_a_gpu_profile_on_a_machine_without_cuda_names_the_setting(monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for profile in ("gpu", "ddp", "fsdp"):
+        cfg = ft_config(f"trainer={profile}", cache=str(tmp_path))
+        with pytest.raises(UserError, match=r"trainer\.accelerator.*CUDA is not available"):
+            check_finetune_settings(cfg)
