@@ -7,7 +7,7 @@ Two measurements, printed as Markdown tables:
 - search: for each size (``--sizes``, default 100k; add 1000000 for 1M, which takes many minutes
   on 2 cores) and each index (Flat, IVF{4 sqrt(N)},Flat, HNSW32; ``--indices`` adds e.g.
   ``IVF1024,PQ48``), in a child process of its own, exactly what a cell gets: the index built
-  (``build_s``), its search breadth tuned (``kfr.retrieval.faiss_index.tune_search_params``, the
+  (``build_s``), its search breadth tuned (``kfr.retrieval.search_tuning.tune_search_params``, the
   call ``kfr.retrieval.cache`` makes after every build; ``tune_s``, the ``params`` it chose and
   the recall@10 they reached on its own queries made from corpus vectors, ``tuned_recall``),
   then searched at those params (kfr's defaults: ``retriever.nprobe`` / ``ef_search`` null):
@@ -47,13 +47,9 @@ import faiss
 import numpy as np
 
 from kfr.retrieval.chunking import Chunk
-from kfr.retrieval.faiss_index import (
-    apply_search_params,
-    build_index,
-    search_params,
-    tune_search_params,
-)
+from kfr.retrieval.faiss_index import apply_search_params, build_index, search_params
 from kfr.retrieval.retrieve import search_hits
+from kfr.retrieval.search_tuning import tune_search_params
 
 DIM = 384  # all-MiniLM-L6-v2's embedding width
 K = 10

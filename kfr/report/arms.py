@@ -14,8 +14,6 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from scipy.stats import binomtest
-
 from kfr.cell.folder import PREDICTIONS_FILE
 from kfr.report.aggregates import Aggregate
 from kfr.report.render import MISSING, Table, model_label
@@ -100,7 +98,11 @@ def mcnemar(arm: dict[str, bool], reference: dict[str, bool]) -> tuple[int, int,
     lost = sum(reference[q] and not arm[q] for q in shared)
     gained = sum(arm[q] and not reference[q] for q in shared)
     n = lost + gained
-    return lost, gained, (binomtest(min(lost, gained), n, 0.5).pvalue if n else 1.0)
+    if not n:
+        return lost, gained, 1.0
+    from scipy.stats import binomtest  # scipy loads slowly: only when a report compares arms
+
+    return lost, gained, binomtest(min(lost, gained), n, 0.5).pvalue
 
 
 def _versus_ft_reg(agg: Aggregate, aggs: Sequence[Aggregate]) -> tuple[str, dict[str, object]]:

@@ -2,8 +2,8 @@
 
 Modules, in the order a cell uses them: ``chunking`` (documents -> token-bounded chunks),
 ``encoders`` (sentence-transformers embeddings), ``faiss_index`` (build and search indices, CPU
-or GPU; tune each index's search breadth from the corpus), ``cache`` (embeddings and indices on
-disk, built once per sweep) and ``retrieve`` (top-K chunks per question, recall, fitting chunks
-into the model's context). ``kfr.cli.index`` is the ``kfr-index`` command that builds an index
-ahead of a sweep.
+or GPU), ``search_tuning`` (each index's search breadth, tuned from the corpus), ``cache``
+(embeddings and indices on disk, built once per sweep) and ``retrieve`` (top-K chunks per
+question, recall, fitting chunks into the model's context). ``kfr.cli.index`` is the
+``kfr-index`` command that builds an index ahead of a sweep.
 """

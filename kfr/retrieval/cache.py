@@ -13,7 +13,7 @@ Layout under ``${paths.cache_dir}/indices/``::
 
 Embedding is the expensive step, so it is keyed without the index spec: trying another index
 reuses the embeddings. An IVF or HNSW index's search breadth (nprobe, efSearch) is tuned
-right after it is built (``faiss_index.tune_search_params``, to ``retriever.target_recall``)
+right after it is built (``search_tuning.tune_search_params``, to ``retriever.target_recall``)
 and stored in its manifest (``read_index_manifest``). Each directory is built by
 ``kfr.core.storage.build_directory_once``: the jobs of a sweep wait on a file lock and the first
 one builds; a directory appears only complete (renamed from a temporary one), so a crash or a bad
@@ -42,7 +42,8 @@ from kfr.core.storage import atomic_write_json, build_directory_once
 from kfr.data.schema import Document
 from kfr.retrieval.chunking import Chunk, check_chunk_settings, chunk_corpus
 from kfr.retrieval.encoders import TextEncoder, encode_to_file
-from kfr.retrieval.faiss_index import build_index, new_index, tune_search_params, tuning_key
+from kfr.retrieval.faiss_index import build_index, new_index
+from kfr.retrieval.search_tuning import tune_search_params, tuning_key
 
 log = logging.getLogger(__name__)
 

@@ -53,7 +53,9 @@ def run_tracked_cell(cfg: KfrConfig | DictConfig, run_dir: Path) -> tuple[CellRe
         log.info("Results for this cell already in %s: skipping", run_dir)
         return done, True
     with open_tracker(cfg, run_dir) as tracker:
-        results = run_cell(cfg, run_dir, loggers=tracker.training_loggers())
+        # Training curves only where the cell trains: the loggers are Lightning's.
+        loggers = tracker.training_loggers() if cfg.method.finetune else ()
+        results = run_cell(cfg, run_dir, loggers=loggers)
         tracker.log_results(results)
     return results, False
 

@@ -16,21 +16,23 @@ from kfr.core.schema import RetrieverConfig
 from kfr.data.schema import Document, Question
 from kfr.retrieval.cache import ensure_index, read_index, read_index_manifest
 from kfr.retrieval.faiss_index import (
-    TUNE_K,
     apply_search_params,
     build_index,
     choose_search_params,
-    exact_neighbours,
     new_index,
-    sample_recall,
     search,
     search_params,
+)
+from kfr.retrieval.retrieve import retrieve_passages
+from kfr.retrieval.search_tuning import (
+    TUNE_K,
+    exact_neighbours,
+    sample_recall,
     tune_search_params,
     tuned_parameter,
     tuning_key,
     tuning_queries,
 )
-from kfr.retrieval.retrieve import retrieve_passages
 from tests.unit.retrieval_fakes import HashingEncoder
 
 DIM = 64
@@ -208,7 +210,7 @@ def test_tiny_corpora_are_tuned_without_error(vectors, spec, n):
 def test_an_unreachable_target_keeps_the_widest_breadth_with_a_warning(vectors, caplog):
     # 4 PQ codes of 64 dimensions cannot tell near neighbours apart, whatever the breadth.
     index, _ = build_index(vectors[:5000], "IVF16,PQ4")
-    with caplog.at_level(logging.WARNING, logger="kfr.retrieval.faiss_index"):
+    with caplog.at_level(logging.WARNING, logger="kfr.retrieval.search_tuning"):
         tuning = tune_search_params(index, vectors[:5000], TARGET)
     assert tuning.params == {"nprobe": 16} and not tuning.reached
     assert f"recall@10 {tuning.recall_at_10:.3f} at most" in caplog.text
