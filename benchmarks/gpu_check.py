@@ -3,20 +3,22 @@
 ``benchmarks/gpu_check.sh --bundle DIR`` installs the bundle (``make gpu-bundle``,
 :mod:`benchmarks.gpu_bundle`) into a ``--target`` folder and calls ``run`` here, which needs only
 the standard library. Each step is its own process group under its own time box, inside one
-budget (``--budget``, 450 s on the GPU):
+budget (``--budget``, 450 s on the GPU), up to ``--jobs`` at a time (3 on the GPU, where a cell
+is mostly start-up and the 135M model leaves the GPU nearly idle; 1 in the dry run) under the
+rules of :mod:`benchmarks.gpu_schedule`:
 
-``prepare``      probe the machine (GPU, driver, library versions, bitsandbytes' CUDA library
-                 and a 4-bit round trip on the GPU) and give the encoder its random weights
+``prepare``      alone, first: probe the machine (GPU, driver, library versions, bitsandbytes'
+                 CUDA library, a 4-bit round trip on the GPU); the encoder's random weights
 cells            :data:`benchmarks.gpu_cells.CELLS`: base (short and ~300-token contexts, float32
                  and bfloat16), ft full / LoRA / QLoRA, DDP and FSDP on one GPU, qa_ft, distill,
-                 rag, raft; per cell: status, wall seconds, accuracy, questions/s, training
-                 tokens/s and timings from its results.json
-``gpu_tests``    ``pytest -m gpu`` on the files carrying the marker (:mod:`gpu_test_plugin`)
+                 rag, raft; per cell: status, seconds, accuracy, questions/s, training tokens/s
+                 and timings from its results.json
+``gpu_tests``    alone, last: ``pytest -m gpu`` on the files with the marker (gpu_test_plugin)
 
 The summary (``gpu_check.json``, ``gpu_check.md``, ``gpu_check.log`` with every step's output)
-is rewritten in ``--out`` after every step, so an interrupted run leaves one. Exit code: 0 when
-every step passed or was skipped for a stated reason, 1 when one failed, 2 when there is no GPU
-(without ``--dry-run``, which runs the same plan on the CPU with tiny settings).
+is rewritten in ``--out`` after every finished step, steps in plan order, so an interrupted run
+leaves one. Exit code: 0 when every step passed or was skipped for a stated reason, 1 when one
+failed, 2 when there is no GPU (without ``--dry-run``: the plan on the CPU, tiny settings).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,6 +43,7 @@ if __package__ in (None, ""):  # run as a script by gpu_check.sh
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.gpu_bundle import ENCODER, FAISS_NOTE, TOKENIZER, materialize_encoder
 from benchmarks.gpu_cells import CELLS, cell_figures, cell_overrides, cell_problem
+from benchmarks.gpu_schedule import Job, run_plan
 from benchmarks.gpu_summary import exit_code, junit_counts, last_error_line, markdown
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,6 +53,12 @@ STEPS = (PREPARE, *(c.name for c in CELLS), GPU_TESTS)
 BOX_S = {PREPARE: 60, GPU_TESTS: 120, **{c.name: c.box_s for c in CELLS}}
 DRY_BOX_S = 420  # every step on 2 shared CPU cores
 BUDGET_S, DRY_BUDGET_S = 450, 5400
+JOBS, DRY_JOBS = 3, 1  # steps at a time: the dry run's CPUs (CI, dev) have 2 cores
+PLAN = (
+    Job(PREPARE, alone=True),  # rag and raft need the encoder it writes
+    *(Job(c.name, group="distributed" if c.distributed else None) for c in CELLS),
+    Job(GPU_TESTS, alone=True),
+)
 LOG_TAIL_LINES = 400  # per step in gpu_check.log
 STANDINS = (
     "model: SmolLM2-135M's shape, random weights, SmolLM2's tokenizer (the 89 MiB package "
@@ -71,6 +81,7 @@ class Step:
     status: str = "skipped"  # passed | failed | skipped
     reason: str = "not run"
     duration_s: float = 0.0
+    started_s: float | None = None  # after the check's start: shows which steps overlapped
     time_box_s: float = 0.0
     command: str = ""
     figures: dict[str, float] = field(default_factory=dict)
@@ -128,6 +139,9 @@ class Check:
         }
         self.environment: dict[str, Any] = {}
         self.encoder = work / "encoder"
+        self.jobs = args.jobs or (DRY_JOBS if self.dry else JOBS)
+        self.peak_jobs = 0
+        self.lock = threading.Lock()  # the summary's files, written as steps finish
 
     def boxed(self, step: Step, argv: list[str], env: dict[str, str] | None = None) -> int:
         step.command = " ".join(argv)
@@ -216,18 +230,29 @@ class Check:
         wanted = set(self.args.only.split(",")) if self.args.only else set(STEPS)
         if unknown := wanted - set(STEPS):
             raise SystemExit(f"gpu_check: unknown step(s) {sorted(unknown)}; steps: {STEPS}")
+        by_name = {s.name: s for s in self.steps}
         for step in self.steps:
             if self.install["status"] == "failed":
                 step.set("skipped", "the bundle did not install")
             elif step.name not in wanted:
                 step.set("skipped", "not selected (--only)")
-            else:
-                self.one(step)
-                if step.name == PREPARE and not self.dry and self.environment.get("cuda") is False:
-                    self.save(finished=True, code=2)
-                    print(f"gpu_check: no GPU: {self.environment.get('cuda_reason', step.reason)}")
-                    return 2
-            self.save(finished=False)
+        plan = [j for j in PLAN if j.name in wanted and self.install["status"] != "failed"]
+        no_gpu = False
+
+        def done(name: str, peak: int) -> bool:
+            nonlocal no_gpu
+            self.peak_jobs = peak
+            no_gpu = name == PREPARE and not self.dry and self.environment.get("cuda") is False
+            if not no_gpu:
+                self.save(finished=False)
+            return not no_gpu
+
+        run_plan(plan, lambda name: self.one(by_name[name]), self.jobs, done)
+        if no_gpu:
+            self.save(finished=True, code=2)
+            reason = self.environment.get("cuda_reason", by_name[PREPARE].reason)
+            print(f"gpu_check: no GPU: {reason}")
+            return 2
         code = exit_code((s.status for s in self.steps), self.install)
         self.save(finished=True, code=code)
         took = time.monotonic() - self.clock
@@ -242,6 +267,7 @@ class Check:
             step.set("failed", f"not run: the {self.args.budget} s budget was used up")
             return
         began = time.monotonic()
+        step.started_s = round(began - self.clock, 1)
         try:
             {PREPARE: self.prepare, GPU_TESTS: self.gpu_tests}.get(step.name, self.cell)(step)
         except Exception as err:  # the check's own bookkeeping
@@ -258,12 +284,18 @@ class Check:
             "finished": _now() if finished else None,
             "duration_s": round(time.monotonic() - self.clock, 1),
             "budget_s": self.args.budget,
+            "jobs": self.jobs,  # the most steps allowed at once
+            "peak_jobs": self.peak_jobs,  # the most that ran at once (so far)
             "exit_code": code,
             "install": self.install,
             "environment": self.environment,
             "notes": [FAISS_NOTE, STANDINS],
             "steps": [asdict(s) for s in self.steps],
         }
+        with self.lock:
+            self._write(report)
+
+    def _write(self, report: dict[str, Any]) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         for name, text in (
             (SUMMARY_JSON, json.dumps(report, indent=1)),
@@ -388,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--dry-run", action="store_true")
     r.add_argument("--only", help=f"comma-separated steps of: {','.join(STEPS)}")
     r.add_argument("--budget", type=float, help=f"seconds (default {BUDGET_S}; dry run more)")
+    r.add_argument("--jobs", type=int, help=f"steps at a time (default {JOBS}; dry run {DRY_JOBS})")
     r.add_argument("--keep-work", action="store_true")
     r.add_argument("--install-status", default="passed", choices=("passed", "failed", "skipped"))
     r.add_argument("--install-note", default="")

@@ -2,7 +2,7 @@
 # The GPU check of kfr on an offline GPU machine: every kind of cell once, timed, one summary.
 #
 #   benchmarks/gpu_check.sh --bundle DIR [--out DIR] [--dry-run] [--only a,b] [--budget S]
-#                           [--python PY] [--keep-work]
+#                           [--jobs N] [--python PY] [--keep-work]
 #
 # --bundle DIR  what `make gpu-bundle` wrote (.gpu-bundle/, carried to the machine): wheels of
 #               what the image lacks, SmolLM2's tokenizer, the encoder's template.
@@ -12,12 +12,14 @@
 #               trainer.accelerator=cpu, tiny_llama's 2 layers, 24 questions, 1 epoch).
 # --only a,b    run only these steps (python3 benchmarks/gpu_check.py run --help lists them).
 # --budget S    seconds for all steps (450 on the GPU; each step also has its own time box).
+# --jobs N      steps at a time (3 on the GPU, 1 with --dry-run); prepare runs first and
+#               pytest -m gpu last, each alone, and the DDP and FSDP cells never together.
 # --python PY   the Python that runs everything: python3 (the GPU image's, with CUDA torch);
 #               for --dry-run .venv/bin/python when there is one.
 #
 # 1. The bundle's wheels go into a fresh folder with pip (`--no-index --no-deps --target`), put
 #    first on PYTHONPATH with the repository root; nothing is installed into the Python itself.
-# 2. benchmarks/gpu_check.py runs the steps (prepare, the cells, pytest -m gpu).
+# 2. benchmarks/gpu_check.py runs the steps (prepare, the cells, pytest -m gpu), --jobs at a time.
 # Exit code: 0 every step passed or was skipped for a stated reason, 1 one failed (or the
 # bundle did not install), 2 no GPU (without --dry-run).
 set -u
@@ -33,7 +35,7 @@ while [ $# -gt 0 ]; do
     --python) PY="${2:?--python needs a path}"; shift ;;
     --dry-run) DRY=1; FORWARD+=(--dry-run) ;;
     --keep-work) FORWARD+=(--keep-work) ;;
-    --only|--budget) FORWARD+=("$1" "${2:?$1 needs a value}"); shift ;;
+    --only|--budget|--jobs) FORWARD+=("$1" "${2:?$1 needs a value}"); shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "gpu_check: unknown option $1 (--help lists them)" >&2; exit 2 ;;
   esac

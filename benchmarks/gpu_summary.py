@@ -68,7 +68,9 @@ def markdown(report: dict) -> str:
         f"# kfr GPU check: {mode}",
         "",
         f"Started {report['started']}; {report['duration_s']} s of a {report['budget_s']} s "
-        f"budget; exit code {_cell(report['exit_code']) or 'none yet (incomplete)'}.",
+        f"budget; exit code {_cell(report['exit_code']) or 'none yet (incomplete)'}; "
+        f"up to {report['jobs']} steps at a time, at most {report['peak_jobs']} ran at once "
+        "(a cell's speed figures are taken with the others running beside it).",
         "",
         *(f"- {note}" for note in report["notes"]),
         f"- bundle install: {report['install']['status']} ({report['install']['duration_s']} s)"
@@ -78,11 +80,12 @@ def markdown(report: dict) -> str:
         "|---|---|",
         *(f"| {k} | {_cell(env[k])} |" for k in ENV_KEYS if env.get(k) is not None),
         "",
-        "| step | status | s | box s | " + " | ".join(COLUMNS) + " | reason |",
-        "|---|---|---:|---:|" + "---:|" * len(COLUMNS) + "---|",
+        "| step | status | start s | s | box s | " + " | ".join(COLUMNS) + " | reason |",
+        "|---|---|---:|---:|---:|" + "---:|" * len(COLUMNS) + "---|",
     ]
     for s in report["steps"]:
-        row = [s["name"], s["status"], f"{s['duration_s']:.1f}", f"{s['time_box_s']:.0f}"]
+        start = "" if s.get("started_s") is None else f"{s['started_s']:.1f}"
+        row = [s["name"], s["status"], start, f"{s['duration_s']:.1f}", f"{s['time_box_s']:.0f}"]
         row += [_cell(s["figures"].get(c)) for c in COLUMNS] + [_cell(s["reason"])]
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "## Every figure and command", ""]

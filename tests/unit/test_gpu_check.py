@@ -11,13 +11,14 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from benchmarks import gpu_bundle, gpu_cells, gpu_check, gpu_summary
+from benchmarks import gpu_bundle, gpu_cells, gpu_check, gpu_schedule, gpu_summary
 from tests.conftest import REPO_ROOT, compose_config
 
 SCRIPT = REPO_ROOT / "benchmarks" / "gpu_check.sh"
@@ -38,7 +39,8 @@ def test_the_plan_has_every_cell_type_once():
     names = [c.name for c in gpu_cells.CELLS]
     assert len(names) == len(set(names))
     assert ("prepare", *names, "gpu_tests") == gpu_check.STEPS
-    made = {frozenset(c.overrides) for c in gpu_cells.CELLS}
+    # (qa_ft, distill and raft train one epoch: finetune.epochs=1)
+    made = {frozenset(c.overrides) - {"finetune.epochs=1"} for c in gpu_cells.CELLS}
     for wanted in (
         {"method=base", "model.dtype=float32"},
         {"method=base", "model.dtype=bfloat16"},
@@ -58,6 +60,9 @@ def test_the_plan_has_every_cell_type_once():
     # Every fine-tuning cell trains on the GPU, and the time boxes fit the 8 minutes.
     for cell in gpu_cells.CELLS:
         assert cell.trains == any(o.startswith("trainer=") for o in cell.overrides), cell.name
+        # A process group binds a rendezvous port: those cells never run side by side.
+        distributed = {"trainer=ddp", "trainer=fsdp"} & set(cell.overrides)
+        assert cell.distributed == bool(distributed), cell.name
     assert sum(gpu_check.BOX_S.values()) > gpu_check.BUDGET_S  # the budget is the real cap
     assert gpu_check.BUDGET_S <= 480 - 30  # install and start-up inside 8 minutes
 
@@ -252,3 +257,57 @@ def test_the_script_installs_the_bundle_and_runs_prepare_on_the_cpu(tmp_path):
     assert report["exit_code"] == 0 and report["install"]["status"] == "passed"
     assert report["steps"][0]["status"] == "passed"
     assert "===== prepare =====" in (out / gpu_check.SUMMARY_LOG).read_text()
+
+
+def test_the_scheduler_overlaps_cells_but_not_prepare_gpu_tests_or_distributed_ones():
+    Job = gpu_schedule.Job
+    plan = [Job("prepare", alone=True), Job("a"), Job("ddp", group="d"), Job("b"), Job("c")]
+    plan += [Job("fsdp", group="d"), Job("e"), Job("gpu_tests", alone=True)]
+    spans, lock, done = {}, threading.Lock(), []
+
+    def run(name):
+        began = time.monotonic()
+        time.sleep(0.3 if name in ("ddp", "fsdp") else 0.15)
+        with lock:
+            spans[name] = (began, time.monotonic())
+
+    def on_done(name, peak):
+        done.append(name)
+        return True
+
+    peak = gpu_schedule.run_plan(plan, run, 3, on_done)
+    assert peak == 3 and sorted(done) == sorted(j.name for j in plan)
+    cells = [n for n in spans if n not in ("prepare", "gpu_tests")]
+    assert all(spans["prepare"][1] <= spans[n][0] for n in cells)
+    assert all(spans[n][1] <= spans["gpu_tests"][0] for n in cells)
+    assert spans["ddp"][1] <= spans["fsdp"][0]  # one process group at a time
+    assert spans["a"][0] < spans["ddp"][1] and spans["ddp"][0] < spans["a"][1]  # overlapped
+    # fsdp waits for ddp, the cells after it do not.
+    assert spans["e"][0] < spans["fsdp"][0]
+    assert gpu_schedule.run_plan(plan[:3], run, 1, lambda name, peak: name != "prepare") == 1
+
+
+def test_steps_run_side_by_side_and_the_summary_keeps_plan_order(tmp_path, monkeypatch):
+    """Stub steps finishing out of order (the first cells last): the summary is in plan order,
+    says how many ran at once, and prepare and gpu_tests ran alone."""
+    pause = {name: 0.05 * (len(gpu_check.STEPS) - i) for i, name in enumerate(gpu_check.STEPS)}
+
+    def step(check, one):
+        time.sleep(pause[one.name])
+        one.set("passed")
+
+    for method in ("prepare", "gpu_tests", "cell"):
+        monkeypatch.setattr(gpu_check.Check, method, step)
+    (tmp_path / "bundle" / "wheels").mkdir(parents=True)
+    argv = ["run", "--bundle", str(tmp_path / "bundle"), "--out", str(tmp_path / "out")]
+    assert gpu_check.main([*argv, "--dry-run", "--jobs", "3"]) == 0
+    report = json.loads((tmp_path / "out" / gpu_check.SUMMARY_JSON).read_text())
+    assert [s["name"] for s in report["steps"]] == list(gpu_check.STEPS)
+    assert report["jobs"] == 3 and report["peak_jobs"] == 3
+    assert all(s["status"] == "passed" for s in report["steps"])
+    steps = report["steps"]
+    first, last = steps[0], steps[-1]
+    assert all(first["started_s"] + first["duration_s"] <= s["started_s"] for s in steps[1:])
+    assert all(s["started_s"] + s["duration_s"] <= last["started_s"] for s in steps[:-1])
+    md = (tmp_path / "out" / gpu_check.SUMMARY_MD).read_text()
+    assert "up to 3 steps at a time, at most 3 ran at once" in md
