@@ -17,6 +17,7 @@ from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
 from kfr.core.errors import USER_ERROR_EXIT_CODE, UserError
+from kfr.core.versions import check_supported_versions
 
 
 def quiet_libraries() -> None:
@@ -49,6 +50,15 @@ def exit_user_error(prog: str, err: UserError) -> NoReturn:
     # SystemExit passes through Hydra's job runner, which would log any Exception's traceback.
     print(f"{prog}: error: {err}", file=sys.stderr)
     sys.exit(USER_ERROR_EXIT_CODE)
+
+
+def refuse_unsupported_versions(prog: str) -> None:
+    """Every command's first step: a library outside kfr's declared range (kfr.core.versions)
+    exits 2 with one line, before anything is read or written."""
+    try:
+        check_supported_versions()
+    except UserError as err:
+        exit_user_error(prog, err)
 
 
 def run_hydra_command(prog: str, app: Callable[[], Any]) -> None:

@@ -14,7 +14,12 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from kfr.cli.console import exit_user_error, quiet_libraries, run_hydra_command
+from kfr.cli.console import (
+    exit_user_error,
+    quiet_libraries,
+    refuse_unsupported_versions,
+    run_hydra_command,
+)
 from kfr.core.errors import UserError
 from kfr.core.paths import CONFIG_DIR
 from kfr.core.schema import KfrConfig, typed_config
@@ -52,6 +57,7 @@ def _run(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    refuse_unsupported_versions(PROG)
     run_hydra_command(PROG, _run)
 
 

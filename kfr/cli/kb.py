@@ -26,6 +26,7 @@ from kfr.builders.wikipedia import (
     mediawiki_policy,
     rebuild_wikipedia_kb,
 )
+from kfr.cli.console import refuse_unsupported_versions
 from kfr.core.errors import USER_ERROR_EXIT_CODE, UserError
 from kfr.core.http import CONTACT_ENV, HttpClient
 from kfr.data.cards import read_card
@@ -128,6 +129,7 @@ def _run_wikipedia(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    refuse_unsupported_versions(PROG)
     parser = argparse.ArgumentParser(prog=PROG, description="Build and inspect knowledge bases.")
     commands = parser.add_subparsers(dest="command", required=True)
     _wikipedia_parser(commands)

@@ -22,7 +22,12 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from kfr.cli.console import exit_user_error, quiet_libraries, run_hydra_command
+from kfr.cli.console import (
+    exit_user_error,
+    quiet_libraries,
+    refuse_unsupported_versions,
+    run_hydra_command,
+)
 from kfr.core import identity as _resolvers  # noqa: F401  (cell folder names, exclusions)
 from kfr.core.errors import UserError
 from kfr.core.paths import CONFIG_DIR
@@ -112,6 +117,7 @@ def _hydra_output_dir() -> str | None:
 
 
 def main() -> None:
+    refuse_unsupported_versions("kfr")
     try:
         run_hydra_command("kfr", _run)
     except Exception as err:

@@ -13,11 +13,13 @@ import sys
 from pathlib import Path
 
 from kfr.builders.mmlu import subject_counts
+from kfr.cli.console import refuse_unsupported_versions
 from kfr.core.errors import USER_ERROR_EXIT_CODE, UserError
 from kfr.data.mmlu import ALL, MMLU_SUBJECTS, PAPER_SUBJECTS, find_local_copy, parse_subjects
 
 
 def main(argv: list[str] | None = None) -> int:
+    refuse_unsupported_versions("kfr-mmlu")
     parser = argparse.ArgumentParser(prog="kfr-mmlu", description="MMLU subjects and local copies.")
     commands = parser.add_subparsers(dest="command", required=True)
     listing = commands.add_parser("subjects", help="list the 57 subjects (--paper: the 5 used)")

@@ -13,11 +13,13 @@ import json
 import sys
 from pathlib import Path
 
+from kfr.cli.console import refuse_unsupported_versions
 from kfr.core.errors import USER_ERROR_EXIT_CODE, UserError
 from kfr.data.novel_facts import NovelFactsSpec, write_novel_facts
 
 
 def main(argv: list[str] | None = None) -> int:
+    refuse_unsupported_versions("kfr-novel-facts")
     parser = argparse.ArgumentParser(
         prog="kfr-novel-facts",
         description="Write the synthetic novel-facts dataset (knowledge base, questions, "

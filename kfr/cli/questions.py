@@ -27,7 +27,7 @@ from kfr.builders.questions import (
     write_question_set,
     write_rejects,
 )
-from kfr.cli.console import quiet_libraries
+from kfr.cli.console import quiet_libraries, refuse_unsupported_versions
 from kfr.core.errors import USER_ERROR_EXIT_CODE, UserError
 from kfr.data.cards import read_card
 from kfr.data.knowledge_base import read_knowledge_base
@@ -91,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    refuse_unsupported_versions(PROG)
     args = _parser().parse_args(argv)
 
     def say(line: str) -> None:

@@ -11,10 +11,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from kfr.cli.console import refuse_unsupported_versions
 from kfr.core.errors import USER_ERROR_EXIT_CODE
 
 
 def main(argv: list[str] | None = None) -> None:
+    refuse_unsupported_versions("kfr-report")
     parser = argparse.ArgumentParser(
         prog="kfr-report",
         description="Aggregate kfr results (sweep directories, output roots or cell folders) "

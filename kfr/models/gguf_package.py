@@ -49,11 +49,32 @@ def assemble_parts(parts: list[Path], out_file: Path, sha256: str | None = None)
     return out_file
 
 
+# Part of the conversion's cache folder name: a conversion kfr once made differently is made
+# again. 2: special tokens repaired (conversions by transformers 5.6-5.17 ended every packed
+# SmolLM2 training text with its BOS).
+CONVERSION_REVISION = 2
+
+
+def repair_special_tokens(tokenizer, config) -> None:
+    """transformers 5.6 to 5.17 give a GGUF's tokenizer its BOS as EOS too and no padding token
+    (SmolLM2: ``<|im_start|>`` for both, so packed training texts ended with a BOS), while the
+    model's config reads the file's own ids, as 5.18 and later do for both. When the tokenizer
+    has that symptom, its EOS and padding are taken from the config."""
+    eos, pad = getattr(config, "eos_token_id", None), getattr(config, "pad_token_id", None)
+    if tokenizer.eos_token_id != tokenizer.bos_token_id or not isinstance(eos, int):
+        return
+    if eos != tokenizer.eos_token_id:
+        tokenizer.eos_token = tokenizer.convert_ids_to_tokens(eos)
+    if tokenizer.pad_token_id is None and isinstance(pad, int):
+        tokenizer.pad_token = tokenizer.convert_ids_to_tokens(pad)
+
+
 def converted_checkpoint(package: str, gguf_file: str, cache_dir: str | Path) -> Path:
     """Return a directory holding the HF-format float32 conversion of a packaged GGUF file."""
     parts = find_package_file_parts(package, gguf_file)
     version = package_version(package)
-    target = Path(cache_dir) / "models" / f"{package}-{version}-{Path(gguf_file).stem}"
+    name = f"{package}-{version}-{Path(gguf_file).stem}-conv{CONVERSION_REVISION}"
+    target = Path(cache_dir) / "models" / name
 
     def convert(out_dir: Path) -> None:
         import torch
@@ -77,6 +98,7 @@ def converted_checkpoint(package: str, gguf_file: str, cache_dir: str | Path) ->
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
+        repair_special_tokens(tokenizer, model.config)
         model.save_pretrained(out_dir)
         faults.point("model.convert")
         tokenizer.save_pretrained(out_dir)
