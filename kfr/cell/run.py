@@ -50,7 +50,7 @@ from kfr.evaluation.control_cache import (
 from kfr.evaluation.forgetting import forgetting
 from kfr.evaluation.known import KNOWN_SHOTS, category_counts, per_category_accuracy
 from kfr.evaluation.metrics import predict, summarize
-from kfr.evaluation.prompts import build_requests, check_fewshot
+from kfr.evaluation.prompts import build_requests, check_fewshot, check_style_limits
 from kfr.models import load_model
 from kfr.retrieval.retrieve import retrieve_passages
 
@@ -119,6 +119,9 @@ def check_data_fits(cfg: KfrConfig, data: EvalData) -> None:
     of results labelled with settings that were quietly cut down (e.g. 50-shot with 4
     examples)."""
     labels = {"questions_label": _questions_label(cfg, data), "pool_label": cfg.data.fewshot}
+    check_style_limits(data.questions, cfg.eval.style, source=data.questions_source)
+    if data.fewshot_pool is not None and cfg.eval.shots > 0:
+        check_style_limits(data.fewshot_pool, cfg.eval.style, source=cfg.data.fewshot)
     check_fewshot(cfg.eval.shots, data.questions, data.fewshot_pool, **labels)
     if cfg.eval.known_prompts > 0:
         # Every SliCK prompt holds KNOWN_SHOTS examples from the same pool.

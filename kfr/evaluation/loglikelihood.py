@@ -35,7 +35,6 @@ import torch
 from tqdm.auto import tqdm
 
 from kfr.core import faults
-from kfr.core.errors import UserError
 from kfr.evaluation.prompts import ChoiceRequest
 
 log = logging.getLogger(__name__)
@@ -114,10 +113,7 @@ def _units_for(
             pairs = [([_prefix_token(tokenizer)], cont) for _, cont in pairs]
     for k, (_, cont) in enumerate(pairs):
         if not cont:
-            raise UserError(
-                f"question {request.question_id}: choice {k} encodes to no tokens",
-                field="choices",
-            )
+            raise request.error(f"choice {k} encodes to no tokens", "choices")
     fits = all(len(ctx) + len(cont) - 1 <= max_length for ctx, cont in pairs)
     if fits and all(ctx == pairs[0][0] for ctx, _ in pairs):
         # The usual case: every choice has the same context tokens, packed into one unit.
@@ -129,11 +125,10 @@ def _units_for(
     for k, (ctx, cont) in enumerate(pairs):
         window = (ctx + cont)[-(max_length + 1) :]
         if len(cont) >= len(window):
-            raise UserError(
-                f"question {request.question_id}: choice {k} ({len(cont)} tokens) alone is "
-                f"longer than the model's max length ({max_length}); shorten it or raise "
-                "model.max_length",
-                field="model.max_length",
+            raise request.error(
+                f"choice {k} ({len(cont)} tokens) alone is longer than the model's max length "
+                f"({max_length}); shorten it or raise model.max_length",
+                "choices",
             )
         units.append(PackedUnit(index, window[: len(window) - len(cont)], [(k, cont)]))
     return units

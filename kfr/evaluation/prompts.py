@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import random
 import string
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from kfr.core.errors import UserError
 from kfr.core.schema import PromptStyle
+from kfr.data.records import Where
 from kfr.data.schema import Question
 
 TARGET_DELIMITER = " "
@@ -37,6 +38,33 @@ class ChoiceRequest:
     context: str
     continuations: tuple[str, ...]
     choice_lengths: tuple[int, ...]
+    # Where the question was read from (file:line), for messages about it; not compared.
+    where: Where | None = field(default=None, compare=False, repr=False, kw_only=True)
+
+    def error(self, message: str, field: str) -> UserError:
+        """A problem with this question, at its file:line when it was read from a file."""
+        text = f"question {self.question_id}: {message}"
+        return self.where.error(text, field) if self.where else UserError(text, field=field)
+
+
+def check_style_limits(
+    questions: Iterable[Question], style: PromptStyle, *, source: str | None = None
+) -> None:
+    """Every limit a prompt style puts on a question, checked when the questions are read (a
+    cell checks its questions, few-shot pool and probes before any model loads): one
+    :class:`UserError` naming the question's file:line (``source`` for questions made in code).
+
+    letter: a choice is labelled by one letter, so at most 26 choices (A-Z)."""
+    if style != PromptStyle.letter:
+        return
+    for question in questions:
+        if len(question.choices) > len(LETTERS):
+            where = question.where or Where(source or "questions")
+            raise where.error(
+                f"question '{question.id}' has {len(question.choices)} choices, but "
+                f"eval.style=letter labels at most {len(LETTERS)} (A-Z); use eval.style=cloze",
+                "choices",
+            )
 
 
 def _letter_body(question: Question) -> str:
@@ -172,6 +200,9 @@ def build_requests(
 ) -> list[ChoiceRequest]:
     """One request per question, in the order given."""
     pool = fewshot_pool if fewshot_pool is not None else questions
+    check_style_limits(questions, style)
+    if shots > 0 and fewshot_pool is not None:
+        check_style_limits(fewshot_pool, style)
     requests = []
     for question in questions:
         examples = select_fewshot(
@@ -191,6 +222,7 @@ def build_requests(
                 context=context,
                 continuations=tuple(TARGET_DELIMITER + label for label in labels),
                 choice_lengths=tuple(len(label) for label in labels),
+                where=question.where,
             )
         )
     return requests

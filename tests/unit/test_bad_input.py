@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from kfr.core.errors import UserError
-from kfr.core.schema import RetrieverConfig
+from kfr.core.schema import PromptStyle, RetrieverConfig
 from kfr.data.readers import write_knowledge_base_jsonl, write_questions_jsonl
 from kfr.data.schema import Document, Question
 from tests.conftest import compose_config
@@ -60,6 +60,11 @@ def _assert_one_line_exit_2_nothing_written(result, out_root: Path) -> str:
             "kfr: error: UNKNOWN_SOURCE:2: field 'source_ids': question 'q1' names unknown "
             "document 'd9'",
         ),
+        (
+            ["data=custom", "data.questions=WIDE", "eval.style=letter"],
+            "kfr: error: WIDE:2: field 'choices': question 'q1' has 27 choices, but "
+            "eval.style=letter labels at most 26 (A-Z); use eval.style=cloze",
+        ),
     ],
 )
 def test_the_command_stops_before_any_work(tmp_path, cache_dir, overrides, expected):
@@ -74,7 +79,15 @@ def test_the_command_stops_before_any_work(tmp_path, cache_dir, overrides, expec
             Question("q1", "Second?", ("a", "b"), 1, source_ids=("d1", "d9")),
         ],
     )
-    names = {"FIVE": str(five), "UNKNOWN_SOURCE": str(unknown), "KB": str(kb)}
+    wide = tmp_path / "wide.jsonl"
+    write_questions_jsonl(
+        wide,
+        [
+            Question("q0", "Two?", ("a", "b"), 0),
+            Question("q1", "Many?", tuple(f"option {i}" for i in range(27)), 3),
+        ],
+    )
+    names = {"FIVE": str(five), "UNKNOWN_SOURCE": str(unknown), "KB": str(kb), "WIDE": str(wide)}
 
     def fill(text: str) -> str:
         for name, value in names.items():
@@ -174,3 +187,39 @@ def test_more_template_paraphrases_than_generated_stop_before_any_data(tmp_path,
     assert info.value.field == "augment.paraphrases"
     assert "9 paraphrases per document asked for, the generated data set has 8" in str(info.value)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_choice_the_model_cannot_read_names_the_question_file_and_line(tmp_path):
+    """Found by a user: the message named the question id only; now its file:line too."""
+    from kfr.data.readers import read_questions
+    from kfr.evaluation.loglikelihood import plan_units
+    from kfr.evaluation.prompts import build_requests
+
+    path = tmp_path / "q.jsonl"
+    write_questions_jsonl(
+        path,
+        [
+            Question("q0", "Short?", ("yes", "no"), 0),
+            Question("q1", "Long?", ("yes", " ".join(["word"] * 40)), 0),
+        ],
+    )
+    requests = build_requests(read_questions(path), PromptStyle.cloze)
+    with pytest.raises(UserError) as info:
+        plan_units(requests, _whitespace_tokenizer(), max_length=16)
+    assert info.value.format().startswith(f"{path}:2: field 'choices': question q1: choice 1 (40")
+
+
+def _whitespace_tokenizer():
+    """One token per word: enough to count a choice's length."""
+
+    class Tokenizer:
+        bos_token_id = 0
+        eos_token_id = 0
+
+        def decode(self, token_id):
+            return "<s>"
+
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": [hash(word) % 1000 + 1 for word in text.split()]}
+
+    return Tokenizer()
