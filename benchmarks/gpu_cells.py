@@ -49,6 +49,8 @@ class CellSpec:
     # Starts a distributed process group, which binds a rendezvous port: such cells never run at
     # the same time as each other (benchmarks.gpu_schedule).
     distributed: bool = False
+    module: str = "kfr.cli"  # what ``python3 -m`` runs: a kfr cell, or the GPU benchmark
+    alone: bool = False  # nothing else on the GPU meanwhile (timings that mean something)
 
 
 _FT = ("trainer=gpu",)
@@ -133,7 +135,20 @@ CELLS: tuple[CellSpec, ...] = (
         distributed=True,
         dry_skip="Lightning refuses FSDP on the CPU (kfr.finetune.settings refuses it first)",
     ),
+    # kfr against Trainer / peft / lm-eval at SmolLM2 and 7B shape (benchmarks.gpu_bench): its
+    # own results.json; longer than the check's default budget, so it runs only when asked for
+    # (OPT_IN): `--only gpu_bench --budget 600`.
+    CellSpec(
+        "gpu_bench",
+        "GPU benchmark: kfr vs peers",
+        (),
+        540,
+        module="benchmarks.gpu_bench",
+        alone=True,
+    ),
 )
+BENCH_BUDGET_S = 450  # the benchmark starts no case after this (its box is BY_NAME's box_s)
+OPT_IN = frozenset({"gpu_bench"})  # steps that run only when --only names them
 BY_NAME = {c.name: c for c in CELLS}
 
 
@@ -155,7 +170,10 @@ def cell_overrides(
     run_dir: Path,
     output_root: Path,
 ) -> list[str]:
-    """The ``kfr`` command line of ``cell`` (after ``python3 -m kfr.cli``)."""
+    """The command line of ``cell`` after ``python3 -m cell.module``."""
+    if cell.module == "benchmarks.gpu_bench":
+        argv = ["--out", str(run_dir), "--tokenizer", str(tokenizer)]
+        return [*argv, "--dry-run"] if dry else [*argv, "--budget", str(BENCH_BUDGET_S)]
     tokenizer, encoder, cache_dir, run_dir, output_root = (
         hydra_value(p) for p in (tokenizer, encoder, cache_dir, run_dir, output_root)
     )
@@ -195,6 +213,8 @@ def _number(value: Any) -> float | int | None:
 
 def cell_figures(results: dict) -> tuple[dict[str, float], dict[str, str]]:
     """(numbers, strings) of a cell's results.json for the summary (kfr.cell.results)."""
+    if results.get("benchmark") == "kfr gpu_bench":
+        return bench_figures(results), {}
     metrics, timings = results.get("metrics") or {}, results.get("timings") or {}
     scoring, ft = results.get("scoring") or {}, results.get("finetune") or {}
     retrieval = results.get("retrieval") or {}
@@ -227,6 +247,8 @@ def cell_figures(results: dict) -> tuple[dict[str, float], dict[str, str]]:
 
 def cell_problem(cell: CellSpec, results: dict, *, dry: bool) -> str | None:
     """What is wrong with a cell that exited 0: it must have run the path it is there for."""
+    if cell.module == "benchmarks.gpu_bench":
+        return None if results.get("exit_code") == 0 else "a comparison failed or disagreed"
     numbers, text = cell_figures(results)
     if not numbers.get("n"):
         return "results.json has no scored questions"
@@ -243,3 +265,16 @@ def cell_problem(cell: CellSpec, results: dict, *, dry: bool) -> str | None:
             f"{per_question} tokens per question: below the cached path's {CACHED_PATH_MIN_CONTEXT}"
         )
     return None
+
+
+def bench_figures(results: dict) -> dict[str, float]:
+    """Per comparison of the GPU benchmark: kfr / peer, kfr's and the peer's MFU."""
+    figures: dict[str, float] = {}
+    for row in results.get("cases", []):
+        if row.get("status") != "passed":
+            continue
+        share = "mfu" if row["kind"] == "fit" else "achieved_peak"
+        figures[f"{row['name']}.ratio"] = row["ratio"]
+        figures[f"{row['name']}.kfr_mfu"] = row["kfr"][share]
+        figures[f"{row['name']}.peer_mfu"] = row["peer_side"][share]
+    return figures

@@ -42,7 +42,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script by gpu_check.sh
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.gpu_bundle import ENCODER, FAISS_NOTE, TOKENIZER, materialize_encoder
-from benchmarks.gpu_cells import CELLS, cell_figures, cell_overrides, cell_problem
+from benchmarks.gpu_cells import CELLS, OPT_IN, cell_figures, cell_overrides, cell_problem
 from benchmarks.gpu_schedule import Job, run_plan
 from benchmarks.gpu_summary import exit_code, junit_counts, last_error_line, markdown
 
@@ -56,7 +56,7 @@ BUDGET_S, DRY_BUDGET_S = 450, 5400
 JOBS, DRY_JOBS = 3, 1  # steps at a time: the dry run's CPUs (CI, dev) have 2 cores
 PLAN = (
     Job(PREPARE, alone=True),  # rag and raft need the encoder it writes
-    *(Job(c.name, group="distributed" if c.distributed else None) for c in CELLS),
+    *(Job(c.name, c.alone, "distributed" if c.distributed else None) for c in CELLS),
     Job(GPU_TESTS, alone=True),
 )
 LOG_TAIL_LINES = 400  # per step in gpu_check.log
@@ -213,7 +213,7 @@ class Check:
             output_root=self.work / "outputs",
         )
         env = {"KFR_CACHE_DIR": str(self.work / "cache" / step.name)}
-        rc = self.boxed(step, [self.py, "-m", "kfr.cli", *overrides], env)
+        rc = self.boxed(step, [self.py, "-m", spec.module, *overrides], env)
         results = _read_json(run_dir / "results.json")
         if results:
             step.figures, step.details = cell_figures(results)
@@ -227,7 +227,7 @@ class Check:
             step.set("passed")
 
     def run(self) -> int:
-        wanted = set(self.args.only.split(",")) if self.args.only else set(STEPS)
+        wanted = set(self.args.only.split(",")) if self.args.only else set(STEPS) - OPT_IN
         if unknown := wanted - set(STEPS):
             raise SystemExit(f"gpu_check: unknown step(s) {sorted(unknown)}; steps: {STEPS}")
         by_name = {s.name: s for s in self.steps}

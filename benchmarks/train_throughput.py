@@ -76,11 +76,12 @@ class _StepClock:
             torch.cuda.synchronize()
         self.marks.append((time.perf_counter(), time.process_time()))
 
-    def timing(self, tokens_per_step: int) -> Timing:
-        if len(self.marks) < 2:
-            raise SystemExit("need at least 2 optimizer steps to time: raise --steps")
-        (w0, c0), (w1, c1) = self.marks[0], self.marks[-1]
-        steps = len(self.marks) - 1
+    def timing(self, tokens_per_step: int, skip: int = 0) -> Timing:
+        """From the ``skip``-th step on (warm-up: allocator, kernel selection) to the last."""
+        if len(self.marks) < skip + 2:
+            raise SystemExit(f"need at least {skip + 2} optimizer steps to time: raise --steps")
+        (w0, c0), (w1, c1) = self.marks[skip], self.marks[-1]
+        steps = len(self.marks) - 1 - skip
         return Timing(tokens_per_step * steps, w1 - w0, c1 - c0, steps)
 
 
@@ -141,7 +142,7 @@ def _on_gpu(cfg) -> bool:
     return cfg.trainer.accelerator in {"gpu", "cuda"}
 
 
-def run_kfr(cfg, texts: list[str], cache_dir: Path) -> Timing:
+def run_kfr(cfg, texts: list[str], cache_dir: Path, skip: int = 0) -> Timing:
     from lightning.pytorch.callbacks import Callback
 
     from kfr.finetune.train import train
@@ -154,12 +155,12 @@ def run_kfr(cfg, texts: list[str], cache_dir: Path) -> Timing:
 
     with tempfile.TemporaryDirectory() as out:
         summary = train(cfg, texts, cache_dir, Path(out), callbacks=[Clock()])
-    timing = clock.timing(cfg.finetune.batch_size * cfg.finetune.block_size)
+    timing = clock.timing(cfg.finetune.batch_size * cfg.finetune.block_size, skip)
     timing.summary = summary
     return timing
 
 
-def run_peer(cfg, texts: list[str], cache_dir: Path) -> Timing:
+def run_peer(cfg, texts: list[str], cache_dir: Path, skip: int = 0) -> Timing:
     """transformers.Trainer on kfr's blocks, with the same model set-up and hyper-parameters."""
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
@@ -205,7 +206,7 @@ def run_peer(cfg, texts: list[str], cache_dir: Path) -> Timing:
             seed=cfg.seed,
         )
         Trainer(model=model, args=arguments, train_dataset=dataset, callbacks=[Clock()]).train()
-    return clock.timing(ft.batch_size * ft.block_size)
+    return clock.timing(ft.batch_size * ft.block_size, skip)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -28,9 +28,11 @@ class TrainerConfig:
     # cache key.
     precision: str = "32-true"
     num_nodes: int = ranged(1, ge=1)
-    # Blocks per device per forward pass: a memory setting. finetune.batch_size is reached by
-    # gradient accumulation (it must be a multiple of micro_batch_size x devices x num_nodes).
-    micro_batch_size: int = ranged(4, ge=1)
+    # Blocks per device per forward pass (>= 1): a memory setting. finetune.batch_size is reached
+    # by gradient accumulation (it must be a multiple of micro_batch_size x devices x num_nodes).
+    # "auto" (trainer=gpu): the largest divisor of the per-device batch that the GPU's free memory
+    # holds (kfr.finetune.settings.auto_micro_batch); 4 where no GPU memory can be read (the CPU).
+    micro_batch_size: Any = 4
     # Optimizer steps between loss / learning-rate log rows
     log_every_n_steps: int = ranged(1, ge=1)
     progress_bar: bool = True
@@ -44,6 +46,12 @@ class FinetuneMode(str, Enum):
     full = "full"  # every weight trained; saved as a full Hugging Face checkpoint
     lora = "lora"  # low-rank adapters on frozen weights (peft); saved adapter-only
     qlora = "qlora"  # LoRA on 4-bit nf4 weights with double quantisation (bitsandbytes)
+
+
+class ReplaySource(str, Enum):
+    # Where replay texts come from (finetune.replay_ratio > 0).
+    file = "file"  # finetune.replay_file: general text of your own
+    self = "self"  # sampled from the base model itself (cached; no file needed, works offline)
 
 
 class LrSchedule(str, Enum):
@@ -75,6 +83,8 @@ class FinetuneConfig:
     mode: FinetuneMode = FinetuneMode.full
     epochs: int = ranged(3, ge=1)  # passes over the (augmented) knowledge base
     lr: float = ranged(1e-4, gt=0)  # peak learning rate (AdamW)
+    # Multiplies lr: one sweep can scale the rates of modes whose own rates differ (full, LoRA)
+    lr_scale: float = ranged(1.0, gt=0)
     batch_size: int = ranged(4, ge=1)  # effective batch in blocks; see trainer.micro_batch_size
     block_size: int = ranged(128, ge=2)  # tokens per training sequence
     schedule: LrSchedule = LrSchedule.cosine
@@ -87,10 +97,12 @@ class FinetuneConfig:
     # qlora: dtype the 4-bit layers compute in; auto = bfloat16 on a GPU, float32 on the CPU.
     compute_dtype: str = "auto"
     lora: LoraSettings = field(default_factory=LoraSettings)  # lora and qlora only
-    # General text mixed into training against forgetting: a knowledge-base file (JSONL or
-    # .txt/.md directory) and how many of its texts per training text (0 = none).
+    # General text mixed into training against forgetting: how many replay texts per training
+    # text (0 = none; recipes documents, qa and raft), from replay_source: file = replay_file, a
+    # knowledge-base file (JSONL or .txt/.md directory); self = the base model's own samples.
     replay_file: str | None = None
     replay_ratio: float = ranged(0.0, ge=0)
+    replay_source: ReplaySource = ReplaySource.file
 
 
 class ParaphraseSource(str, Enum):
@@ -100,6 +112,15 @@ class ParaphraseSource(str, Enum):
     # Entity-graph texts (EntiGraph): about pairs of a document's entities and their relation;
     # novel_facts: from the generator's own facts; otherwise written by augment.generator.
     entigraph = "entigraph"
+
+
+class QaDirections(str, Enum):
+    # Which way qa=template's training questions ask: from the person to the fact's value
+    # ("Where was X born?"), as a team would write them; or both, adding reverse questions from a
+    # value that identifies one person back to that person ("Whose place of birth was C?"), the
+    # known mitigation of the reversal curse. qa=llm and qa=file take forward only.
+    forward = "forward"
+    both = "both"
 
 
 class QaSource(str, Enum):
@@ -151,6 +172,8 @@ class QaConfig:
     # questions (methods qa_ft, distill, raft); loss on the answer tokens only.
     source: QaSource = QaSource.template
     per_fact: int = ranged(3, ge=1, le=5)  # template: training phrasings per fact (at most 5)
+    # template: forward questions only, or both (adds reverse ones, answered by the person)
+    directions: QaDirections = QaDirections.forward
     file: str | None = None  # source=file
     # Document (continued pre-training) examples per QA pair
     documents_ratio: float = ranged(0.0, ge=0)

@@ -147,8 +147,15 @@ class _Batches(Dataset):
         return batch
 
 
+def target_positions(labels: torch.Tensor) -> torch.Tensor:
+    """Positions some row predicts a trained token from (p predicts p + 1): where the module
+    computes the output head (:mod:`kfr.finetune.module`)."""
+    return (labels[:, 1:] != IGNORE).any(0).nonzero()[:, 0]
+
+
 def collate(items: Sequence[dict], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded batch: input_ids, attention_mask, labels (and the teacher's targets)."""
+    """Right-padded batch: input_ids, attention_mask, labels, ``keep`` (the positions the loss
+    needs logits at: :func:`target_positions`) and the teacher's targets, if any."""
     width = max(len(item["input_ids"]) for item in items)
     batch = {
         "input_ids": torch.full((len(items), width), pad_id, dtype=torch.long),
@@ -160,6 +167,7 @@ def collate(items: Sequence[dict], pad_id: int) -> dict[str, torch.Tensor]:
         batch["input_ids"][row, :n] = torch.tensor(item["input_ids"])
         batch["attention_mask"][row, :n] = 1
         batch["labels"][row, :n] = torch.tensor(item["labels"])
+    batch["keep"] = target_positions(batch["labels"])
     if "teacher_ids" in items[0]:
         k = items[0]["teacher_ids"].shape[-1]
         batch["teacher_ids"] = torch.zeros((len(items), width, k), dtype=torch.long)

@@ -9,7 +9,7 @@ identifies its checkpoints) is declared in :data:`kfr.core.identity.FINETUNE_MOD
 
 QLoRA quantises at load time (``BitsAndBytesConfig``), which transformers refuses for a GGUF
 file: the loader reads the safetensors conversion the embedded model already has, and a
-random_init test model is written once to the cache for the same reason.
+random_init model is quantised in memory (:mod:`kfr.models.loading`).
 """
 
 from __future__ import annotations
@@ -81,8 +81,12 @@ class FullFinetune:
     def _base(self, cfg: KfrConfig, cache_dir: str | Path) -> LanguageModel:
         # Loaded on the CPU: Lightning moves the module to its device (each rank its own GPU).
         dtype = training_dtype(str(cfg.trainer.precision), frozen_base=self.frozen_base)
+        # Made on the device it trains on (Lightning's move is then a no-op): a random_init
+        # model is created there, not initialised on the CPU and copied. FSDP shards from the CPU.
+        fsdp = "fsdp" in str(cfg.trainer.strategy).lower()
+        device = "cpu" if fsdp else str(training_device(cfg.trainer))
         model_cfg = replace(
-            cfg.model, dtype=str(dtype).removeprefix("torch."), device="cpu", device_map=None
+            cfg.model, dtype=str(dtype).removeprefix("torch."), device=device, device_map=None
         )
         lm = load_model(model_cfg, cache_dir)
         if cfg.finetune.gradient_checkpointing:

@@ -29,6 +29,7 @@ import lightning.pytorch as pl
 import torch
 
 from kfr.core.schema import LrSchedule
+from kfr.finetune.examples import IGNORE, target_positions
 
 _SCHEDULER_NAMES = {
     LrSchedule.cosine: "cosine",
@@ -68,7 +69,7 @@ class CausalLMModule(pl.LightningModule):
         self.weight_decay = weight_decay
         self.schedule = LrSchedule(schedule)
         self.warmup_ratio = warmup_ratio
-        self.step_losses: list[float] = []  # mean training loss of every optimizer step
+        self._step_losses: list[torch.Tensor] = []  # mean training loss of every optimizer step
         self._pending: list[torch.Tensor] = []
         self._pending_is_share = False  # pending holds shares of the step mean, not means
         self.resumed_from_step: int | None = None  # global step of the checkpoint resumed from
@@ -80,6 +81,13 @@ class CausalLMModule(pl.LightningModule):
         self._trained = {f"model.{n}" for n, p in named if p.requires_grad}
         if len(self._trained) < len(named):
             self.strict_loading = False  # the frozen weights are not in the checkpoint
+
+    @property
+    def step_losses(self) -> list[float]:
+        """The mean training loss of every optimizer step so far (one device-to-host copy)."""
+        if not self._step_losses:
+            return []
+        return torch.stack(self._step_losses).float().cpu().tolist()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint["state_dict"]
@@ -124,25 +132,41 @@ class CausalLMModule(pl.LightningModule):
         if "teacher_ids" in batch:
             loss = self._distillation_loss(batch) / per_token
         else:
-            loss = self.model(
-                input_ids=batch["input_ids"],
-                attention_mask=batch["attention_mask"],
-                labels=batch["labels"],
-                num_items_in_batch=per_token,  # transformers: summed loss / this
-                use_cache=False,
-            ).loss
+            loss = self._answer_loss(batch) / per_token
         self._pending.append(loss.detach() / splits)  # this micro-batch's share of the step mean
         self._pending_is_share = True
         return loss
 
-    def _distillation_loss(self, batch: dict) -> torch.Tensor:
+    def _logits_kept(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits only at the positions some row of the batch predicts a target from
+        (``keep``, made with the batch on the CPU: no host sync here), and those positions: the
+        output head skips the prompts and padding, which for RAFT's passage-long prompts are
+        most of the head's work and of the float32 logits."""
+        keep = batch["keep"] if "keep" in batch else target_positions(batch["labels"])
         logits = self.model(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
-        ).logits
-        where = torch.isfinite(batch["teacher_logprobs"][..., 0])  # positions with a target
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            use_cache=False,
+            logits_to_keep=keep,
+        ).logits  # [batch, kept, vocab]
+        return logits, keep
+
+    def _answer_loss(self, batch: dict) -> torch.Tensor:
+        """Summed cross-entropy of the answer tokens (position p predicts token p + 1), as
+        transformers' causal-LM loss sums it."""
+        logits, keep = self._logits_kept(batch)
+        targets = batch["labels"][:, keep + 1]  # IGNORE where this row has none
+        return torch.nn.functional.cross_entropy(
+            logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="sum"
+        )
+
+    def _distillation_loss(self, batch: dict) -> torch.Tensor:
+        logits, keep = self._logits_kept(batch)
+        teacher_lp_all = batch["teacher_logprobs"][:, keep]
+        where = torch.isfinite(teacher_lp_all[..., 0])  # positions with a target
         student = logits[where].float().log_softmax(-1)  # [n, vocab]
-        teacher_lp = batch["teacher_logprobs"][where]  # [n, k]
-        student_top = student.gather(-1, batch["teacher_ids"][where])  # [n, k]
+        teacher_lp = teacher_lp_all[where]  # [n, k]
+        student_top = student.gather(-1, batch["teacher_ids"][:, keep][where])  # [n, k]
         teacher_p = teacher_lp.exp()
         # The probability mass outside the teacher's top k, for both: one more bucket.
         teacher_rest = (1 - teacher_p.sum(-1)).clamp_min(1e-8)
@@ -161,7 +185,7 @@ class CausalLMModule(pl.LightningModule):
             loss = self.trainer.strategy.reduce(
                 loss, reduce_op="sum" if self._pending_is_share else "mean"
             )
-        self.step_losses.append(float(loss))
+        self._step_losses.append(loss.detach())  # read once, after training: no sync per step
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         self.log("train/lr", optimizer.param_groups[0]["lr"], on_step=True, on_epoch=False)
 

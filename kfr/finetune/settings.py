@@ -9,6 +9,7 @@ What only one mode needs is checked by its strategy (:mod:`kfr.finetune.modes`).
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 
@@ -47,8 +48,97 @@ def world_size(trainer: TrainerConfig) -> int:
     return count * trainer.num_nodes
 
 
-def micro_batch_and_accumulation(cfg: KfrConfig) -> tuple[int, int]:
-    """Per-device micro-batch and accumulation steps that reach finetune.batch_size exactly."""
+AUTO = "auto"
+# trainer.micro_batch_size=auto where no GPU memory can be read (the CPU): conf/trainer/cpu.yaml's.
+AUTO_FALLBACK = 4
+# Share of the free memory the activations may take: the allocator's fragmentation, the
+# backward's temporaries and the estimate's error get the rest.
+AUTO_MEMORY_SHARE = 0.7
+
+
+def is_auto(micro_batch_size: Any) -> bool:
+    return str(micro_batch_size).strip().lower() == AUTO
+
+
+def check_micro_batch_size(value: Any) -> None:
+    if is_auto(value):
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"must be >= 1 or auto, got {value!r}", field="trainer.micro_batch_size")
+
+
+def training_bytes_per_token(config: Any, *, checkpointing: bool = False) -> int:
+    """Device memory one trained token holds from its forward to its backward, from the model's
+    config: a Llama-style block under bf16 autocast with SDPA (no score matrix kept) saves the
+    inputs of its 7 projections, q/k/v, the attention output, the MLP's 4 intermediate tensors
+    (bf16) and its two norms' float32 inputs; the head keeps bf16 logits, their float32 upcast
+    for the loss and its gradient. Gradient checkpointing keeps one float32 hidden state per
+    layer plus one layer's full set. An estimate, for :func:`auto_micro_batch`."""
+    config = getattr(config, "text_config", None) or config
+    hidden, inter = config.hidden_size, config.intermediate_size
+    heads = config.num_attention_heads
+    kv = (getattr(config, "num_key_value_heads", None) or heads) * (
+        getattr(config, "head_dim", None) or hidden // heads
+    )
+    layer = 2 * (8 * hidden + 2 * kv + 4 * inter) + 2 * 4 * hidden
+    layers = config.num_hidden_layers
+    blocks = layers * 4 * hidden + layer if checkpointing else layers * layer
+    return blocks + config.vocab_size * (2 + 4 + 4)
+
+
+def auto_micro_batch(
+    per_device: int, *, free_bytes: int, fixed_bytes: int, sequence_bytes: int
+) -> int:
+    """The largest divisor of ``per_device`` whose activations (``sequence_bytes`` each) fit in
+    :data:`AUTO_MEMORY_SHARE` of ``free_bytes`` after ``fixed_bytes`` (optimizer state,
+    gradients, weights not yet on the device); at least 1."""
+    fits = int((free_bytes * AUTO_MEMORY_SHARE - fixed_bytes) // max(1, sequence_bytes))
+    return divisor_at_most(per_device, fits)
+
+
+def divisor_at_most(n: int, cap: int) -> int:
+    """The largest divisor of ``n`` not above ``cap`` (1 at least)."""
+    return max(d for d in range(1, n + 1) if n % d == 0 and d <= max(1, cap))
+
+
+def _device_memory_plan(cfg: KfrConfig, model: Any, sequence_tokens: int) -> dict[str, int]:
+    """free / fixed / per-sequence bytes of ``model`` training on this process's GPU."""
+    device = training_device(cfg.trainer)
+    if world_size(cfg.trainer) > 1:
+        # Every rank must pick the same micro-batch (the same number of backward passes per
+        # step): the device's total memory less what this process holds, the same on every rank
+        # of identical GPUs, not the free memory, which other processes change.
+        free = torch.cuda.get_device_properties(device).total_memory
+        free -= torch.cuda.memory_allocated(device)
+    else:
+        free = torch.cuda.mem_get_info(device)[0]
+    params = list(model.parameters())
+    trained = sum(p.numel() for p in params if p.requires_grad)
+    off_device = sum(p.numel() * p.element_size() for p in params if p.device.type != "cuda")
+    return {
+        "free_bytes": free,
+        # float32 gradient and AdamW's two moments per trained weight; weights still on the CPU
+        # (FSDP shards them later: counted whole, which errs on the safe side)
+        "fixed_bytes": trained * 12 + off_device,
+        "sequence_bytes": sequence_tokens
+        * training_bytes_per_token(model.config, checkpointing=cfg.finetune.gradient_checkpointing),
+    }
+
+
+def micro_batch_and_accumulation(
+    cfg: KfrConfig,
+    *,
+    model: Any = None,
+    sequence_tokens: int | None = None,
+    memory: dict[str, int] | None = None,
+) -> tuple[int, int]:
+    """Per-device micro-batch and accumulation steps that reach finetune.batch_size exactly.
+
+    ``trainer.micro_batch_size=auto``: with the loaded ``model`` on a GPU, from its free memory
+    (``memory``: the :func:`auto_micro_batch` figures, given by tests instead of the device's)
+    for sequences of ``sequence_tokens`` (default: the block size); otherwise
+    :data:`AUTO_FALLBACK`. Either way a divisor of the per-device batch, which stays as set.
+    """
     batch, world = cfg.finetune.batch_size, world_size(cfg.trainer)
     if batch % world:
         raise UserError(
@@ -57,7 +147,18 @@ def micro_batch_and_accumulation(cfg: KfrConfig) -> tuple[int, int]:
             field="finetune.batch_size",
         )
     per_device = batch // world
-    micro = min(cfg.trainer.micro_batch_size, per_device)
+    setting = cfg.trainer.micro_batch_size
+    check_micro_batch_size(setting)
+    if is_auto(setting):
+        tokens = sequence_tokens or cfg.finetune.block_size
+        if memory is None and model is not None and uses_gpu(cfg.trainer.accelerator):
+            memory = _device_memory_plan(cfg, model, tokens)
+        if memory is None:
+            micro = divisor_at_most(per_device, AUTO_FALLBACK)
+        else:
+            micro = auto_micro_batch(per_device, **memory)
+        return micro, per_device // micro
+    micro = min(int(setting), per_device)
     if per_device % micro:
         raise UserError(
             f"finetune.batch_size={batch} over {world} device(s) is {per_device} blocks per "
@@ -79,7 +180,7 @@ def check_common_settings(cfg: KfrConfig) -> None:
     ft, trainer = cfg.finetune, cfg.trainer
     for name in ("epochs", "lr", "batch_size", "block_size"):
         check_positive(getattr(ft, name), f"finetune.{name}")
-    check_positive(trainer.micro_batch_size, "trainer.micro_batch_size")
+    check_micro_batch_size(trainer.micro_batch_size)
     check_positive(ft.weight_decay, "finetune.weight_decay", allow_zero=True)
     check_positive(trainer.checkpoint_every_min, "trainer.checkpoint_every_min", allow_zero=True)
     if not 0 <= ft.warmup_ratio < 1:

@@ -36,7 +36,7 @@ from kfr.finetune.distributed import CellDDPStrategy, launched_ranks
 from kfr.finetune.examples import ExampleData, TrainingExample
 from kfr.finetune.modes import strategy
 from kfr.finetune.module import CausalLMModule
-from kfr.finetune.settings import micro_batch_and_accumulation, world_size
+from kfr.finetune.settings import is_auto, micro_batch_and_accumulation, world_size
 
 log = logging.getLogger(__name__)
 
@@ -207,9 +207,15 @@ def train(
         data = PackedKnowledgeData(texts, seed=cfg.seed)
         data.connect(tokenizer, micro, ft.block_size)
     data.setup()
+    if is_auto(cfg.trainer.micro_batch_size):  # from the memory the loaded model leaves free
+        longest = ft.block_size
+        if isinstance(data, ExampleData):
+            longest = max(len(item["input_ids"]) for item in data.items or [{"input_ids": [0]}])
+        micro, accumulate = micro_batch_and_accumulation(cfg, model=model, sequence_tokens=longest)
+        data.batch_size = micro
     module = CausalLMModule(
         model,
-        lr=ft.lr,
+        lr=ft.lr * ft.lr_scale,
         weight_decay=ft.weight_decay,
         schedule=ft.schedule,
         warmup_ratio=ft.warmup_ratio,
@@ -274,7 +280,7 @@ def train(
         "accumulate": accumulate,
         "devices": trainer.world_size,
         "precision": str(cfg.trainer.precision),
-        "lr": ft.lr,
+        "lr": ft.lr * ft.lr_scale,
         "tokens": tokens,
         "tokens_per_s": round(tokens / max(wall, 1e-9), 1),
         "wall_s": round(wall, 2),

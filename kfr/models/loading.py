@@ -98,7 +98,12 @@ def _embedded_checkpoint(cache_dir: str | Path) -> Path:
     return converted_checkpoint(EMBEDDED_PACKAGE, EMBEDDED_GGUF, cache_dir)
 
 
-def _build_random_llama(cfg: ModelConfig, tokenizer: Any) -> Any:
+def _build_random_llama(
+    cfg: ModelConfig, tokenizer: Any, *, device: torch.device | None = None, dtype: Any = None
+) -> Any:
+    """The random Llama of ``cfg.random_init``; with a CUDA ``device``, created there in
+    ``dtype`` (a 7B shape would take minutes and 28 GB to initialise in float32 on the CPU),
+    else on the CPU in float32 (the values every CPU test has always seen)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     arch = cfg.random_init
@@ -116,14 +121,53 @@ def _build_random_llama(cfg: ModelConfig, tokenizer: Any) -> Any:
         eos_token_id=tokenizer.eos_token_id,
         tie_word_embeddings=True,
     )
+    if device is not None and device.type == "cuda":
+        # Seeded, and the process's generators (CPU and this GPU's) left as they were.
+        with torch.random.fork_rng(devices=[device]), torch.device(device):
+            torch.manual_seed(arch.seed)
+            return LlamaForCausalLM._from_config(
+                config, dtype=dtype if isinstance(dtype, torch.dtype) else torch.float32
+            )
     # Seeded generator local to this call: building a test model must not reseed the process.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(arch.seed)
         return LlamaForCausalLM(config)
 
 
+def _quantize_in_memory(model: Any, compute_dtype: torch.dtype, device: torch.device) -> Any:
+    """Every linear layer of the decoder as a bitsandbytes nf4 layer with double quantisation
+    (what :func:`_quantization` asks transformers for; the head stays, as transformers keeps
+    it), quantised from the weights in memory: a random_init model needs no checkpoint for
+    QLoRA, which at 7B shape would be 28 GB to write and read back."""
+    import bitsandbytes as bnb
+
+    model = model.to(device=device, dtype=compute_dtype)
+    head = model.get_output_embeddings()
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is not torch.nn.Linear or child is head:
+                continue
+            layer = bnb.nn.Linear4bit(
+                child.in_features,
+                child.out_features,
+                bias=child.bias is not None,
+                compute_dtype=compute_dtype,
+                compress_statistics=True,
+                quant_type="nf4",
+                device="meta",
+            )
+            layer.weight = bnb.nn.Params4bit(
+                child.weight.data, requires_grad=False, compress_statistics=True, quant_type="nf4"
+            )
+            if child.bias is not None:
+                layer.bias = torch.nn.Parameter(child.bias.data, requires_grad=False)
+            setattr(parent, name, layer.to(device))  # .to quantises
+    model.is_loaded_in_4bit = True  # what peft reads (prepare_model_for_kbit_training, LoRA)
+    return model
+
+
 def _random_init_checkpoint(cfg: ModelConfig, cache_dir: Path) -> Path:
-    """A random_init model written once to the cache, so that it can be loaded quantised."""
+    """A random_init model written once to the cache, for what reads a directory (lm-eval)."""
     spec = asdict(cfg.random_init) if cfg.random_init is not None else None
     key = hashlib.sha256(json.dumps([spec, cfg.tokenizer], sort_keys=True).encode()).hexdigest()
 
@@ -215,7 +259,7 @@ def load_model(
     common: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code}
     if weights is not None:
         checkpoint, revision, field = str(weights), None, "model.path"
-    elif cfg.source == ModelSource.random_init and quantize_4bit is None:
+    elif cfg.source == ModelSource.random_init:
         checkpoint, revision, field = "random_init", None, "model.random_init"
     else:
         checkpoint, revision = base_checkpoint(cfg, cache_dir)
@@ -224,8 +268,10 @@ def load_model(
     tokenizer = _tokenizer(cfg, cache_dir, checkpoint, revision)
 
     if checkpoint == "random_init":
-        model = _build_random_llama(cfg, tokenizer)
-        if dtype != "auto":
+        model = _build_random_llama(cfg, tokenizer, device=device, dtype=quantize_4bit or dtype)
+        if quantize_4bit is not None:
+            model = _quantize_in_memory(model, quantize_4bit, device)
+        elif dtype != "auto":
             model = model.to(dtype)
     else:
         kwargs: dict[str, Any] = {"revision": revision, **common}

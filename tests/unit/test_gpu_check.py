@@ -31,6 +31,9 @@ PATHS = {
 }
 
 
+KFR_CELLS = [c for c in gpu_cells.CELLS if c.module == "kfr.cli"]  # the rest: gpu_bench
+
+
 def _overrides(cell, dry):
     return gpu_cells.cell_overrides(cell, dry=dry, **PATHS)
 
@@ -58,7 +61,7 @@ def test_the_plan_has_every_cell_type_once():
     ):
         assert frozenset(wanted) in made, wanted
     # Every fine-tuning cell trains on the GPU, and the time boxes fit the 8 minutes.
-    for cell in gpu_cells.CELLS:
+    for cell in KFR_CELLS:
         assert cell.trains == any(o.startswith("trainer=") for o in cell.overrides), cell.name
         # A process group binds a rendezvous port: those cells never run side by side.
         distributed = {"trainer=ddp", "trainer=fsdp"} & set(cell.overrides)
@@ -87,7 +90,7 @@ def test_gpu_and_dry_run_overrides():
 @pytest.mark.parametrize("dry", [False, True], ids=["gpu", "dry"])
 def test_every_cell_composes(dry):
     """The typed schema checks every key and value: a wrong override fails here, not on the GPU."""
-    for cell in gpu_cells.CELLS:
+    for cell in KFR_CELLS:
         overrides = [o for o in _overrides(cell, dry) if not o.startswith("hydra.")]
         cfg = compose_config(overrides)
         assert cfg.model.tokenizer == "/b/tok" and cfg.eval.control is None
@@ -304,10 +307,33 @@ def test_steps_run_side_by_side_and_the_summary_keeps_plan_order(tmp_path, monke
     report = json.loads((tmp_path / "out" / gpu_check.SUMMARY_JSON).read_text())
     assert [s["name"] for s in report["steps"]] == list(gpu_check.STEPS)
     assert report["jobs"] == 3 and report["peak_jobs"] == 3
-    assert all(s["status"] == "passed" for s in report["steps"])
-    steps = report["steps"]
+    opted = {s["name"]: s["status"] for s in report["steps"] if s["name"] in gpu_cells.OPT_IN}
+    assert opted == dict.fromkeys(gpu_cells.OPT_IN, "skipped")  # only when --only names them
+    steps = [s for s in report["steps"] if s["name"] not in gpu_cells.OPT_IN]
+    assert all(s["status"] == "passed" for s in steps)
     first, last = steps[0], steps[-1]
-    assert all(first["started_s"] + first["duration_s"] <= s["started_s"] for s in steps[1:])
-    assert all(s["started_s"] + s["duration_s"] <= last["started_s"] for s in steps[:-1])
+    assert all(
+        round(first["started_s"] + first["duration_s"], 1) <= s["started_s"] for s in steps[1:]
+    )
+    # (sums of figures rounded to 0.1 s: compared at that precision)
+    assert all(round(s["started_s"] + s["duration_s"], 1) <= last["started_s"] for s in steps[:-1])
     md = (tmp_path / "out" / gpu_check.SUMMARY_MD).read_text()
     assert "up to 3 steps at a time, at most 3 ran at once" in md
+
+
+def test_the_benchmark_step():
+    bench = gpu_cells.BY_NAME["gpu_bench"]
+    assert bench.module == "benchmarks.gpu_bench" and bench.alone
+    job = next(j for j in gpu_check.PLAN if j.name == "gpu_bench")
+    assert job.alone  # nothing else on the GPU while it times
+    gpu, dry = _overrides(bench, dry=False), _overrides(bench, dry=True)
+    assert gpu[:4] == ["--out", "/w/run", "--tokenizer", "/b/tok"] and "--budget" in gpu
+    assert "--dry-run" in dry and "--budget" not in dry
+    row = {"name": "fit_x", "kind": "fit", "status": "passed", "ratio": 1.2}
+    row.update(kfr={"mfu": 0.3}, peer_side={"mfu": 0.2})
+    results = {"benchmark": "kfr gpu_bench", "exit_code": 0, "cases": [row]}
+    numbers, _ = gpu_cells.cell_figures(results)
+    assert numbers == {"fit_x.ratio": 1.2, "fit_x.kfr_mfu": 0.3, "fit_x.peer_mfu": 0.2}
+    assert gpu_cells.cell_problem(bench, results, dry=False) is None
+    assert gpu_cells.cell_problem(bench, {**results, "exit_code": 1}, dry=False)
+    assert "gpu_bench" in gpu_cells.OPT_IN  # a plain check does not run it
