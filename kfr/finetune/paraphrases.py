@@ -36,7 +36,7 @@ from kfr.data.readers import read_paraphrases, write_paraphrases_jsonl
 from kfr.data.schema import Document
 from kfr.finetune.entigraph import has_fact_meta, llm_entigraph, template_entigraph
 from kfr.finetune.keys import content_digest, model_identity
-from kfr.finetune.replay import with_replay
+from kfr.finetune.replay import OwnTexts, with_replay
 from kfr.generation import SamplingSettings, TextGenerator, TransformersGenerator, generate_json
 
 log = logging.getLogger(__name__)
@@ -334,8 +334,10 @@ def training_texts(
     *,
     generator: TextGenerator | None = None,
     count_tokens: TokenCounter | None = None,
+    own: OwnTexts | None = None,
 ) -> TrainingTexts:
-    """The documents, then up to augment.paraphrases paraphrases of each, then replay texts.
+    """The documents, then up to augment.paraphrases paraphrases of each, then replay texts
+    (``own``: the base model's sampler, for ``finetune.replay_source=self``).
 
     ``count_tokens(texts)`` gives each text's token count with the tokenizer of the model being
     trained; needed when ``augment.tokens`` is set (else ValueError), and when given the
@@ -355,6 +357,6 @@ def training_texts(
         augmented, info = _augmented_texts(cfg, data, cache_dir, generator, count_tokens)
         texts += augmented
         stats.update(info)
-    texts, replay = with_replay(cfg.finetune, texts, cfg.seed)
+    texts, replay = with_replay(cfg.finetune, texts, cfg.seed, own=own)
     stats.update(replay)
     return TrainingTexts(texts, stats)

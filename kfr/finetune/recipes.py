@@ -29,6 +29,8 @@ from kfr.finetune.examples import TrainingExample, mix_documents, qa_example, qa
 from kfr.finetune.keys import model_identity
 from kfr.finetune.paraphrases import training_texts
 from kfr.finetune.qa_pairs import training_qa_pairs
+from kfr.finetune.replay import replay_texts
+from kfr.finetune.self_replay import base_model_sampler
 from kfr.generation import TextGenerator
 from kfr.models import load_model
 from kfr.models.loading import load_tokenizer
@@ -125,6 +127,7 @@ def training_set(
     """The data ``cfg.method.recipe`` trains on, built from ``data``'s knowledge base."""
     cache_dir = Path(cache_dir)
     recipe = TrainingRecipe(cfg.method.recipe)
+    own = base_model_sampler(cfg.model, cache_dir, cfg.seed, progress=cfg.eval.progress)
     if recipe == TrainingRecipe.documents:
         tokenizer = None
 
@@ -133,7 +136,9 @@ def training_set(
             tokenizer = tokenizer or load_tokenizer(cfg.model, cache_dir)
             return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
-        texts = training_texts(cfg, data, cache_dir, generator=generator, count_tokens=count_tokens)
+        texts = training_texts(
+            cfg, data, cache_dir, generator=generator, count_tokens=count_tokens, own=own
+        )
         return TrainingSet(texts=texts.texts, stats={"paraphrases": texts.stats})
     if not data.documents:
         raise UserError(
@@ -152,11 +157,12 @@ def training_set(
         )
         stats["raft"] = raft
     elif recipe == TrainingRecipe.distill:
-        if cfg.qa.documents_ratio:
-            raise UserError(
-                "distill trains on the teacher's answers only; set qa.documents_ratio=0",
-                field="qa.documents_ratio",
-            )
+        for key, value in (("qa.documents_ratio", cfg.qa.documents_ratio),
+                           ("finetune.replay_ratio", cfg.finetune.replay_ratio)):  # fmt: skip
+            if value:
+                raise UserError(
+                    f"distill trains on the teacher's answers only; set {key}=0", field=key
+                )
         passages = _teacher_passages(cfg, data, pairs, cache_dir)
         examples = [
             TrainingExample(
@@ -180,4 +186,7 @@ def training_set(
     documents = [d.text for d in data.documents]
     mixed = mix_documents(examples, documents, cfg.qa.documents_ratio)
     stats["documents_mixed_in"] = len(mixed) - len(examples)
+    # Replay texts are trained like documents (next-token loss on all their tokens).
+    replay, stats["replay"] = replay_texts(cfg.finetune, len(examples), cfg.seed, own=own)
+    mixed += [TrainingExample(document=text) for text in replay]
     return TrainingSet(examples=mixed, stats=stats)

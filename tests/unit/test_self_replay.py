@@ -1,0 +1,81 @@
+"""Replay texts from the base model itself (finetune.replay_source=self): sampled once, cached,
+the same for the same model, count and seed, and mixed into the QA recipes as document examples;
+settings that cannot be honoured stop in one line."""
+
+from __future__ import annotations
+
+import pytest
+
+from kfr.core.errors import UserError
+from kfr.core.schema import typed_config
+from kfr.data.loading import load_eval_data
+from kfr.finetune.recipes import training_set
+from kfr.finetune.self_replay import TOKENS_PER_TEXT, self_replay_texts
+from tests.conftest import compose_config, model_config
+
+
+def test_texts_are_sampled_once_and_repeat_for_a_seed(tiny_lm, tmp_path):
+    loads = []
+
+    def load():
+        loads.append(1)
+        return tiny_lm
+
+    cfg = model_config("tiny_llama")
+    texts, path = self_replay_texts(cfg, tmp_path, 5, seed=0, load=load)
+    again, same_path = self_replay_texts(cfg, tmp_path, 5, seed=0, load=load)
+    other, _ = self_replay_texts(cfg, tmp_path, 5, seed=1, load=load)
+    assert len(texts) == 5 and all(t.strip() for t in texts)
+    assert again == texts and same_path == path and path.is_file()
+    assert loads == [1, 1]  # the second call read the cache; seed 1 sampled anew
+    assert other != texts
+    # A random model's samples are about TOKENS_PER_TEXT tokens each (special tokens dropped).
+    lengths = [len(tiny_lm.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    assert max(lengths) <= TOKENS_PER_TEXT + 8, lengths
+
+
+def _cfg(cache_dir, *overrides):
+    return typed_config(
+        compose_config(
+            [
+                "model=tiny_llama",
+                "method=qa_ft",
+                "qa=template",
+                "qa.per_fact=1",
+                "eval.progress=false",
+                f"paths.cache_dir={cache_dir}",
+                *overrides,
+            ]
+        )
+    )
+
+
+def test_qa_recipes_train_on_the_replay_texts_as_documents(tmp_path):
+    cfg = _cfg(tmp_path, "finetune.replay_ratio=0.25", "finetune.replay_source=self")
+    data = load_eval_data(cfg.data, tmp_path, need_knowledge=True)
+    built = training_set(cfg, data, tmp_path)
+    qa = [e for e in built.examples if e.document is None]
+    replay = [e for e in built.examples if e.document is not None]
+    assert len(replay) == round(0.25 * len(qa)) > 0
+    assert built.stats["replay"]["source"] == "self"
+    assert built.stats["replay"]["replay_texts"] == len(replay)
+    plain = training_set(_cfg(tmp_path), data, tmp_path)
+    assert [e for e in plain.examples if e.document is not None] == []
+    assert plain.stats["replay"] == {"replay_texts": 0, "replay_file": None}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        (["finetune.replay_source=self", "finetune.replay_file=x.jsonl"], "finetune.replay_file"),
+        (["method=distill"], "finetune.replay_ratio"),
+        (["finetune.replay_source=file"], "finetune.replay_ratio"),
+    ],
+)
+def test_replay_settings_that_cannot_work_are_one_line(tmp_path, overrides, field):
+    cfg = _cfg(tmp_path, "finetune.replay_ratio=0.5", *overrides)
+    data = load_eval_data(cfg.data, tmp_path, need_knowledge=True)
+    with pytest.raises(UserError) as info:
+        training_set(cfg, data, tmp_path)
+    assert info.value.field == field
+    assert "\n" not in info.value.format()
