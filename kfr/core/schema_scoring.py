@@ -61,6 +61,10 @@ class NovelFactsConfig:
     n_entities: int = ranged(40, ge=4, le=5000)
     seed: int = ranged(0, ge=0)
     n_paraphrases: int = ranged(8, ge=0, le=100)  # template paraphrases generated per document
+    # Generator version: 2 = 1's documents, questions and paraphrases plus a mentor per person
+    # (a sentence in each document and paraphrase) and the probe files (reversal, two_hop,
+    # comparison); 1 = the original files, byte for byte (the paper table's numbers).
+    version: int = ranged(2, ge=1, le=2)
 
 
 @dataclass
@@ -140,6 +144,12 @@ class RetrieverConfig:
     # Chunks put before each question (at most the knowledge base's chunk count); 0 = exactly the
     # base method's prompts.
     k: int = ranged(3, ge=0)
+    # Searches per question. 1: one search for the question. 2: follow the first hop (for
+    # questions whose answer needs a second document, "where was X's mentor born?"): each
+    # sentence of the first hop's top chunk, less the question's words, is searched ("X was
+    # mentored by Y." -> "mentored by Y"); the K chunks are the first hop's top chunk, then the
+    # second hop's best others (at K=1 the second hop adds nothing). kfr.retrieval.hops.
+    hops: int = ranged(1, ge=1, le=2)
     query_with_choices: bool = False  # query = question + its choices, not the question alone
     device: str = "auto"  # encoder and FAISS: auto (cuda if available) | cpu | cuda | cuda:N
     # FAISS GPUs; null = all visible (cuda:N: only GPU N).
@@ -171,3 +181,8 @@ class EvalConfig:
     # question set (cached; ~5 min for SmolLM2 on 240 questions on 2 CPU cores); 0 = off.
     # experiment=arms turns it on.
     known_prompts: int = ranged(0, ge=0)
+    # Probe families scored after the direct questions, each with its own accuracy (questions in
+    # forms the training data never uses: reversal, two_hop, comparison; kfr.cell.probes).
+    # null = every family the data offers (the generated novel-facts set: all three; other
+    # data: none); [] = none; a list = those (one the data cannot produce is an error).
+    probes: list[str] | None = None

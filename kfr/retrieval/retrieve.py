@@ -39,13 +39,16 @@ class Retrieval:
     k: int
     hits: Mapping[str, Sequence[Hit]]
     info: Mapping[str, Any] = field(default_factory=dict)
+    # retriever.hops=2: per question, each hop's queries and top-K hits (empty for one hop)
+    trace: Mapping[str, Sequence[tuple[Sequence[str], Sequence[Hit]]]] = field(default_factory=dict)
 
     @property
     def passages(self) -> dict[str, list[str]]:
         return {qid: [hit.chunk.text for hit in hits] for qid, hits in self.hits.items()}
 
     def recall(self, questions: Sequence[Question]) -> dict[str, float | None]:
-        """Fraction of questions with a ``source_ids`` document among their top-1 / top-K."""
+        """Share of the questions with ``source_ids`` whose top-K / top-1 holds every one of
+        those documents (:func:`recall_at`): recall@1 of a two-document question is 0."""
         return {
             "recall_at_k": recall_at(self.hits, questions, self.k) if self.k else None,
             "recall_at_1": recall_at(self.hits, questions, 1) if self.k else None,
@@ -55,29 +58,47 @@ class Retrieval:
         """The fields a question's line in predictions.jsonl gets; ``used``: how many of its
         chunks fitted into the prompt (all, when not given)."""
         hits = self.hits.get(question_id, [])
-        return {
+        record: dict[str, Any] = {
             "retrieved_ids": [hit.chunk.id for hit in hits],
             "retrieved_scores": [round(hit.score, 6) for hit in hits],
             "passages_used": len(hits) if used is None else used,
         }
+        if question_id in self.trace:  # retriever.hops=2: what each search found
+            record["hops"] = [
+                {
+                    "queries": list(queries),
+                    "retrieved_ids": [hit.chunk.id for hit in found],
+                    "retrieved_scores": [round(hit.score, 6) for hit in found],
+                }
+                for queries, found in self.trace[question_id]
+            ]
+        return record
 
 
 def recall_at(hits: Mapping[str, Sequence[Hit]], questions: Sequence[Question], k: int):
-    """Share of the questions with ``source_ids`` whose top-``k`` holds one of those documents."""
+    """Share of the questions with ``source_ids`` whose top-``k`` chunks come from every one of
+    those documents (all the documents the answer needs; one of them for a one-document
+    question). A question needing more than ``k`` documents is never found at ``k``."""
     judged = [q for q in questions if q.source_ids]
     if not judged:
         return None
-    found = sum(
-        any(hit.chunk.doc_id in q.source_ids for hit in hits.get(q.id, [])[:k]) for q in judged
-    )
+    found = 0
+    for question in judged:
+        documents = {hit.chunk.doc_id for hit in hits.get(question.id, [])[:k]}
+        found += set(question.source_ids) <= documents
     return found / len(judged)
 
 
 def query_text(question: Question, cfg: RetrieverConfig) -> str:
+    return cfg.query_prefix + _asked(question, cfg)
+
+
+def _asked(question: Question, cfg: RetrieverConfig) -> str:
+    """What a question's query says, without the prefix."""
     text = question.question
     if cfg.query_with_choices:
         text = text + "\n" + "\n".join(question.choices)
-    return cfg.query_prefix + text
+    return text
 
 
 # ----------------------------------------------------------------------------- retrieval
@@ -102,18 +123,47 @@ def search_questions(
     chunks: Sequence[Chunk],
     questions: Sequence[Question],
     cfg: RetrieverConfig,
-) -> tuple[dict[str, list[Hit]], dict[str, float]]:
+) -> tuple[dict[str, list[Hit]], dict[str, float], dict[str, list]]:
+    """Each question's top ``cfg.k`` hits, the timings, and (``cfg.hops`` 2) each hop's query
+    and hits (:mod:`kfr.retrieval.hops`)."""
     started = time.perf_counter()
-    queries = encoder.encode([query_text(q, cfg) for q in questions])
+    texts = [query_text(q, cfg) for q in questions]
+    queries = encoder.encode(texts)
     encoded = time.perf_counter()
-    hits = search_hits(index, queries, cfg.k, chunks, [q.id for q in questions])
+    ids = [q.id for q in questions]
+    hits = search_hits(index, queries, cfg.k, chunks, ids)
     searched = time.perf_counter()
     timings = {
         "encode_queries_s": round(encoded - started, 3),
         "search_s": round(searched - encoded, 3),
         "queries_per_s": round(len(questions) / max(searched - encoded, 1e-9), 1),
     }
-    return hits, timings
+    trace: dict[str, list] = {}
+    if cfg.hops == 2 and questions:
+        from kfr.retrieval.hops import merge_hops, pool_hits, second_queries
+
+        owners, asked = [], []  # per second-hop query: its question's row, its text
+        for row, question in enumerate(questions):
+            if hits[question.id]:  # an approximate index may find nothing
+                top = hits[question.id][0].chunk.text
+                for text in second_queries(_asked(question, cfg), top):
+                    owners.append(row)
+                    asked.append(cfg.query_prefix + text)
+        keys = [str(n) for n in range(len(asked))]
+        found = search_hits(index, encoder.encode(asked), cfg.k, chunks, keys) if asked else {}
+        by_row: dict[int, list[int]] = {}
+        for n, row in enumerate(owners):
+            by_row.setdefault(row, []).append(n)
+        for row, numbers in by_row.items():
+            first = hits[ids[row]]
+            second = pool_hits([found[keys[n]] for n in numbers], first[0].chunk.id)
+            trace[ids[row]] = [
+                ([texts[row]], first),
+                ([asked[n] for n in numbers], second[: cfg.k]),
+            ]
+            hits[ids[row]] = merge_hops(first, second, cfg.k)
+        timings["second_hop_s"] = round(time.perf_counter() - searched, 3)
+    return hits, timings, trace
 
 
 def retrieve_passages(
@@ -130,6 +180,8 @@ def retrieve_passages(
     may still find fewer than ``k`` for a question: its record lists the chunks it got."""
     if cfg.k < 0:  # the schema's range; kept for RetrieverConfigs made in code
         raise UserError(f"must be 0 or more, got {cfg.k}", field="retriever.k")
+    if cfg.hops not in (1, 2):  # likewise
+        raise UserError(f"must be 1 or 2, got {cfg.hops}", field="retriever.hops")
     settings = {
         "retriever": cfg.name,
         "k": cfg.k,
@@ -137,6 +189,7 @@ def retrieve_passages(
         "chunk_tokens": cfg.chunk_tokens,
         "chunk_overlap": cfg.chunk_overlap,
         "query_with_choices": cfg.query_with_choices,
+        "hops": cfg.hops,
     }
     if cfg.k == 0:
         # K=0 is the base method's prompts exactly: no index, no encoder needed.
@@ -193,7 +246,7 @@ def retrieve_passages(
         faiss_device,
         params,
     )
-    hits, timings = search_questions(encoder, index, chunks, questions, cfg)
+    hits, timings, trace = search_questions(encoder, index, chunks, questions, cfg)
     info = {
         **settings,
         "search_params": params,
@@ -211,7 +264,7 @@ def retrieve_passages(
             **timings,
         },
     }
-    return Retrieval(cfg.k, hits, info)
+    return Retrieval(cfg.k, hits, info, trace)
 
 
 def knowledge_chunks(

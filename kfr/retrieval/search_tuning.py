@@ -7,6 +7,12 @@ is kept (``cache`` stores it in the index directory's manifest; an explicit ``re
 / ``ef_search`` wins, :func:`kfr.retrieval.faiss_index.choose_search_params`).
 :func:`tuning_key` is what a tuned choice depends on (part of the index directory's key).
 ``benchmarks/retrieval.py`` measures recall on held-out queries.
+
+This recall is the index's against exact search, one query at a time: how many of the true
+nearest chunks an approximate search returns. It is not the cell's recall@K of the documents a
+question needs (:func:`kfr.retrieval.retrieve.recall_at`, every ``source_ids`` document in the top
+K), and needs no change for questions of several documents: ``retriever.hops=2`` makes more
+queries per question, each searched at the same tuned breadth.
 """
 
 from __future__ import annotations

@@ -214,3 +214,10 @@ def test_kfr_index_bad_spec_exits_2_with_one_line(kfr_index, tmp_path):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("kfr-index: error: field 'retriever.index'")
     assert not list((tmp_path / "indices").rglob("index.faiss"))
+
+
+def test_kfr_index_hops_out_of_range_exits_2_with_one_line(kfr_index):
+    code, _, err = kfr_index("retriever.hops=3")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1
+    assert "field 'retriever.hops': must be in [1, 2], got 3" in lines[0]
