@@ -99,7 +99,8 @@ class CellResults:
             return None
 
     def summary(self) -> str:
-        """A few lines for the console: the cell, acc and acc_norm with intervals, recall."""
+        """A few lines for the console: the cell, acc and acc_norm with intervals, recall, then
+        one line per probe family."""
         m, cell = self.metrics, self.cell
         lines = [
             f"{cell.model} | {cell.data} | method={cell.method} | "
@@ -131,4 +132,21 @@ class CellResults:
             width = max(len(s) for s in m["per_subject"])
             for subject, sm in m["per_subject"].items():
                 lines.append(f"    {subject:<{width}}  acc {sm['acc']:.3f}  n={sm['n']}")
-        return "\n".join(lines)
+        return "\n".join(lines + self._probe_lines())
+
+    def _probe_lines(self) -> list[str]:
+        """One line per probe family: acc with its interval, chance, recall@K."""
+        families = self.metrics.get("probes") or {}
+        width = max((len(f) for f in families), default=0)
+        k = (self.retrieval or {}).get("k")
+        lines = []
+        for family, fm in families.items():
+            low, high = fm["acc_ci95"]
+            line = (
+                f"  probe {family:<{width}}  acc {fm['acc']:.3f}  95% CI [{low:.3f}, {high:.3f}]"
+                f"  (chance {fm['chance']:.3f})  n={fm['n']}"
+            )
+            if fm.get("recall_at_k") is not None:
+                line += f"  recall@{k} {fm['recall_at_k']:.3f}"
+            lines.append(line)
+        return lines

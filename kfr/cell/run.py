@@ -4,7 +4,8 @@ The flow: data -> [retrieve] -> [fine-tune] -> the language model -> prompts (re
 fitted into its context) -> scores -> metrics -> :class:`~kfr.cell.results.CellResults`.
 
 Outputs, in the run directory (Hydra's ``hydra.run.dir``):
-- ``predictions.jsonl``: per question, each choice's log-likelihood, the predictions, correctness.
+- ``predictions.jsonl``: per question, each choice's log-likelihood, the predictions, correctness;
+  then the probe families' questions (:mod:`kfr.cell.probes`), each record with its ``family``.
 - ``results.json``: metrics with 95% bootstrap intervals, per-subject breakdown, the cell's
   identity, timings, library versions and the config hash. Written last, atomically: its presence
   means the cell is complete, and a later run with the same config hash skips the cell.
@@ -26,6 +27,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from kfr.cell.folder import PREDICTIONS_FILE, RESULTS_FILE
+from kfr.cell.probes import check_probe_fewshot, check_probe_names, score_probes, selected_families
 from kfr.cell.results import Cell, CellResults
 from kfr.core import faults
 from kfr.core import identity as cell_identity
@@ -100,6 +102,7 @@ def check_cell(cfg: KfrConfig) -> None:
     """Settings that cannot work stop the cell before any data or weights are read."""
     check_method(to_plain(cfg.method))
     _check_template_paraphrases(cfg)
+    check_probe_names(cfg.eval.probes)
     if cfg.method.finetune:
         # kfr.finetune imports Lightning (seconds): loaded only by cells that train.
         from kfr.finetune import check_finetune_settings
@@ -133,6 +136,8 @@ def check_data_fits(cfg: KfrConfig, data: EvalData) -> None:
             asked=f"SliCK categories need {KNOWN_SHOTS} few-shot examples per prompt",
             **labels,
         )
+    # A probe family the data does not offer, or too few examples for one: before the model.
+    check_probe_fewshot(cfg, data, selected_families(cfg, data))
 
 
 def run_cell(
@@ -202,6 +207,8 @@ def run_cell(
         requests, batch_size=cfg.eval.batch_size, progress=cfg.eval.progress
     )
     scored = time.perf_counter()
+    probes = score_probes(cfg, data, selected_families(cfg, data), lm, cache_dir)
+    probed = time.perf_counter()
 
     predictions = predict(data.questions, loglikelihoods, [r.choice_lengths for r in requests])
     metrics = summarize(
@@ -209,6 +216,8 @@ def run_cell(
     )
     if retrieval is not None:
         metrics.update(retrieval.recall(data.questions))
+    if probes.metrics:
+        metrics["probes"] = probes.metrics  # per family; categories and forgetting: direct only
     categories = cached_categories(
         base_model, data.questions, cfg.eval, base_identity, cache_dir, pool=data.fewshot_pool
     )
@@ -238,7 +247,7 @@ def run_cell(
         p.to_json()
         | (retrieval.record(p.question.id, used.get(p.question.id)) if retrieval else {})
         for p in predictions
-    ]
+    ] + probes.records
     results = CellResults(
         cell=Cell(
             experiment=cfg.experiment_name,
@@ -258,6 +267,7 @@ def run_cell(
             "tokens": stats.tokens,
             "device": str(lm.device),
             "checkpoint": lm.checkpoint,
+            **({"probes": probes.scoring} if probes.scoring else {}),
         },
         data={
             "questions": data.questions_source,
@@ -270,7 +280,8 @@ def run_cell(
             "load_model_s": round(loaded_model - loaded_data, 3),
             "score_s": round(scored - loaded_model, 3),
             "questions_per_s": round(len(requests) / max(scored - loaded_model, 1e-9), 2),
-            "analysis_s": round(analysed - scored, 3),  # control set, SliCK categories
+            "probes_s": round(probed - scored, 3),  # retrieval and scoring of the families
+            "analysis_s": round(analysed - probed, 3),  # control set, SliCK categories
             "total_s": round(time.perf_counter() - started, 3),
         },
         versions=library_versions(),
@@ -282,6 +293,7 @@ def run_cell(
         else {
             **retrieval.info,
             "context": {"max_length": lm.max_length, **fitted.stats},
+            **({"probes_context": probes.context} if probes.context else {}),
         },
         finetune=finetuned.summary if finetuned is not None else None,
         analysis=control_info,

@@ -1,7 +1,7 @@
 """The ``kfr-novel-facts`` command: write the synthetic novel-facts dataset (knowledge base,
-questions, paraphrases, card) into a directory.
+questions, paraphrases, version 2's probe files, card) into a directory.
 
-    kfr-novel-facts --out data/novel_facts --entities 40 --seed 0 --paraphrases 8
+    kfr-novel-facts --out data/novel_facts --entities 40 --seed 0 --paraphrases 8 --version 2
 
 A bad spec ends with one line on stderr and exit code 2.
 """
@@ -30,19 +30,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--entities", type=int, default=defaults.n_entities)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--paraphrases", type=int, default=defaults.n_paraphrases)
+    parser.add_argument(
+        "--version", type=int, default=defaults.version, help="generator version (1 or 2)"
+    )
     args = parser.parse_args(argv)
     try:
         spec = NovelFactsSpec(
-            n_entities=args.entities, seed=args.seed, n_paraphrases=args.paraphrases
+            n_entities=args.entities,
+            seed=args.seed,
+            n_paraphrases=args.paraphrases,
+            version=args.version,
         )
         paths = write_novel_facts(spec, args.out)
     except UserError as e:
         print(f"kfr-novel-facts: {e}", file=sys.stderr)
         return USER_ERROR_EXIT_CODE
     counts = json.loads(paths["card"].read_text(encoding="utf-8"))["counts"]
+    probes = "".join(f", {n} {family} probes" for family, n in counts.get("probes", {}).items())
     print(
         f"wrote {counts['documents']} documents ({counts['knowledge_characters']} characters), "
-        f"{counts['questions']} questions and {counts['paraphrases']} paraphrases to {args.out}"
+        f"{counts['questions']} questions{probes} and {counts['paraphrases']} paraphrases to "
+        f"{args.out}"
     )
     return 0
 

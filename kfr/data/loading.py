@@ -4,12 +4,16 @@
 ``novel_facts`` block generates the synthetic set into the cache first. ``hf://cais/mmlu`` is read
 by :mod:`kfr.data.mmlu` (subjects in ``data.hf_name``; a local copy when ``data.mmlu_dir`` is set).
 A dataset card beside the questions file (:mod:`kfr.data.cards`) is recorded with the results.
+
+The probe questions (:mod:`kfr.data.probes`) come with the generated novel_facts set from version
+2 on (``EvalData.probes``, every family cut by ``data.limit`` like the direct questions); any
+other data offers none.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +22,7 @@ from kfr.core.schema import DataConfig
 from kfr.data.cards import find_card
 from kfr.data.mmlu import is_mmlu_source, load_mmlu, parse_subjects, write_mmlu_card
 from kfr.data.novel_facts import NovelFactsSpec, ensure_novel_facts
+from kfr.data.probes import PROBE_FAMILIES, probe_file_name
 from kfr.data.readers import (
     load_hf_questions,
     read_knowledge_base,
@@ -41,6 +46,8 @@ class EvalData:
     data_dir: Path | None  # generated data sets: where their files (and card) live
     card: str | None = None  # the questions' dataset card (kfr.data.cards), if there is one
     origin: dict[str, Any] | None = None  # hub or local-copy provenance (MMLU)
+    # family -> probe questions (kfr.data.probes): generated novel_facts version >= 2 only
+    probes: dict[str, list[Question]] = field(default_factory=dict)
 
 
 def _read_question_source(
@@ -54,16 +61,36 @@ def _read_question_source(
     return read_questions(source), None
 
 
+def _cut(questions: list[Question], limit: int | None, what: str) -> list[Question]:
+    if limit is None:
+        return questions
+    if limit < 1:  # the schema's range; kept for DataConfigs made in code
+        raise UserError(f"must be at least 1, got {limit}", field="data.limit")
+    if limit > len(questions):
+        # A cap, not a request for more: the whole set is scored (results say n).
+        log.info(
+            "data.limit=%d: %s has only %d questions, scoring all of them",
+            limit,
+            what,
+            len(questions),
+        )
+    return questions[:limit]
+
+
 def load_eval_data(cfg: DataConfig, cache_dir: str | Path, *, need_knowledge: bool) -> EvalData:
     data_dir = None
+    probe_paths: dict[str, Path] = {}
     questions_source, knowledge_source = cfg.questions, cfg.knowledge
     if cfg.novel_facts is not None:
         spec = NovelFactsSpec(
             n_entities=cfg.novel_facts.n_entities,
             seed=cfg.novel_facts.seed,
             n_paraphrases=cfg.novel_facts.n_paraphrases,
+            version=cfg.novel_facts.version,
         )
         data_dir = ensure_novel_facts(spec, Path(cache_dir) / "data")
+        if spec.version >= 2:
+            probe_paths = {f: data_dir / probe_file_name(f) for f in PROBE_FAMILIES}
         questions_source = questions_source or str(data_dir / "questions.jsonl")
         knowledge_source = knowledge_source or str(data_dir / "knowledge.jsonl")
     if not questions_source:
@@ -76,24 +103,20 @@ def load_eval_data(cfg: DataConfig, cache_dir: str | Path, *, need_knowledge: bo
         )
     questions, origin = _read_question_source(questions_source, cfg, cfg.hf_split)
     whole_set = questions
-    if cfg.limit is not None:
-        if cfg.limit < 1:  # the schema's range; kept for DataConfigs made in code
-            raise UserError(f"must be at least 1, got {cfg.limit}", field="data.limit")
-        if cfg.limit > len(questions):
-            # A cap, not a request for more: the whole set is scored (results say n).
-            log.info(
-                "data.limit=%d: the set has only %d questions, scoring all of them",
-                cfg.limit,
-                len(questions),
-            )
-        questions = questions[: cfg.limit]
+    questions = _cut(questions, cfg.limit, "the set")
+    probes = {
+        family: _cut(read_questions(path), cfg.limit, f"the {family} probes")
+        for family, path in probe_paths.items()
+    }
     fewshot_pool, fewshot_origin = None, None
     if cfg.fewshot:
         fewshot_pool, fewshot_origin = _read_question_source(cfg.fewshot, cfg, cfg.hf_fewshot_split)
     documents = None
-    if knowledge_source and (need_knowledge or any(q.source_ids for q in questions)):
+    if knowledge_source and (need_knowledge or probes or any(q.source_ids for q in questions)):
         documents = read_knowledge_base(knowledge_source)
         validate_source_ids(questions, documents, questions_source)
+        for family, path in probe_paths.items():
+            validate_source_ids(probes[family], documents, path)
     card = None if questions_source.startswith(HF_PREFIX) else find_card(questions_source)
     if origin is not None:  # MMLU: no file of ours to find a card beside, so write one
         card = write_mmlu_card(cache_dir, whole_set, origin, fewshot_pool, fewshot_origin)
@@ -106,4 +129,5 @@ def load_eval_data(cfg: DataConfig, cache_dir: str | Path, *, need_knowledge: bo
         data_dir,
         card=str(card) if card else None,
         origin=origin,
+        probes=probes,
     )

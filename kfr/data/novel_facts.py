@@ -1,13 +1,21 @@
 """The embedded default dataset: biographies of invented people, facts no model has seen.
 
-Every entity is a fictional person with six facts, each drawn from its own pool of values. The
-generator writes a knowledge base (one biography per person), one four-option question per fact
-and template paraphrases of every biography for the paraphrase-augmentation experiment;
-:func:`training_pairs` writes training questions from the facts in phrasings of their own.
+Every entity is a fictional person with six facts, each drawn from its own pool of values
+(:mod:`kfr.data.novel_facts_tables`). The generator writes a knowledge base (one biography per
+person), one four-option question per fact and template paraphrases of every biography for the
+paraphrase-augmentation experiment; :func:`training_pairs` writes training questions from the
+facts in phrasings of their own.
 
-Output depends on the spec only: all randomness comes from one ``random.Random(seed)`` and
-everything is iterated in a fixed order, so the same spec gives byte-identical files. Bump
-:data:`GENERATOR_VERSION` whenever the output changes (cached copies are keyed on it).
+Versions (``NovelFactsSpec.version``): 1 is the original set. 2 keeps version 1's entities,
+facts and direct questions (questions.jsonl byte for byte) and adds a mentor relation (every
+person's mentor is another person: one more sentence in each document and paraphrase,
+``meta["facts"]["mentor"]``) and the probe families of :mod:`kfr.data.probes`
+(``probes-<family>.jsonl``): questions in forms the training data never uses.
+
+Output depends on the spec only: version 1's randomness comes from one ``random.Random(seed)``,
+version 2's additions from ``random.Random(f"{seed}/v2")`` drawn after it (and the probes from
+their own), and everything is iterated in a fixed order, so the same spec gives byte-identical
+files. Add a version whenever the output changes (cached copies are keyed on it).
 
 A cell generates the set into the cache (:func:`ensure_novel_facts`); the ``kfr-novel-facts``
 command (:mod:`kfr.cli.novel_facts`) writes it anywhere.
@@ -17,7 +25,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from kfr.core import faults
@@ -25,172 +33,33 @@ from kfr.core.errors import UserError
 from kfr.core.storage import atomic_write_json, build_directory_once
 from kfr.data.cards import DIRECTORY_CARD, sha256_file
 from kfr.data.knowledge_base import write_knowledge_base_jsonl
+from kfr.data.novel_facts_tables import (
+    ATTRIBUTES,
+    DOMAINS,
+    FIRST_NAME_ENDINGS,
+    FIRST_NAME_ONSETS,
+    LAST_NAME_ENDINGS,
+    LAST_NAME_STEMS,
+    MENTOR,
+    MENTOR_SENTENCE_TEMPLATES,
+    QUESTION_TEMPLATES,
+    REVERSE_TRAINING_TEMPLATES,
+    SENTENCE_TEMPLATES,
+    TRAINING_QUESTION_TEMPLATES,
+)
 from kfr.data.paraphrases import write_paraphrases_jsonl
+from kfr.data.probes import PROBE_FAMILIES, generate_probes, probe_file_name
 from kfr.data.questions import write_questions_jsonl
 from kfr.data.schema import Document, QaPair, Question
 
 GENERATOR_NAME = "kfr.data.novel_facts"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # the newest version, the default; 1 stays reproducible byte for byte
+VERSIONS = (1, 2)
+DIRECTIONS = ("forward", "both")  # qa.directions
 N_CHOICES = 4
 MAX_ENTITIES = 5000  # well below the number of possible names, so sampling stays fast
 MAX_PARAPHRASES = 100
 _MAX_DRAWS_PER_PARAPHRASE = 1000
-
-# ----------------------------------------------------------------------------- names
-# Syllables chosen so that every combination is clearly invented.
-FIRST_NAME_ONSETS = (
-    "Vel", "Quor", "Thal", "Ysm", "Brev", "Orv", "Zan", "Kest", "Mird", "Dov",
-    "Ael", "Sorv", "Tiv", "Jorv", "Wynd", "Elv", "Ferr", "Gald", "Hesk", "Isv",
-)  # fmt: skip
-FIRST_NAME_ENDINGS = (
-    "orin", "asta", "eline", "imar", "ova", "ustin", "erra", "ion",
-    "andra", "eth", "ilda", "oric", "yne", "abeth", "emir", "ulla",
-)  # fmt: skip
-LAST_NAME_STEMS = (
-    "Quaste", "Morv", "Zelt", "Ystra", "Halv", "Brisk", "Threll", "Ondu", "Pelm", "Kavr",
-    "Drost", "Ulve", "Sarn", "Vintra", "Gorv", "Elsk", "Frael", "Nibb", "Orsk", "Tamber",
-)  # fmt: skip
-LAST_NAME_ENDINGS = (
-    "brook", "wick", "ander", "ossa", "mere", "holt", "ivane", "strom",
-    "elle", "avik", "orne", "ingham", "ley", "quist", "ard", "ovich",
-)  # fmt: skip
-
-# ----------------------------------------------------------------------------- fact domains
-BIRTH_CITIES = (
-    "Marrowvale", "Quindlemoor", "Brimsalt", "Ostrevik", "Calderhythe", "Vennimar",
-    "Thistlegard", "Sorrowmere", "Pellaquin", "Draxholm", "Eskerfall", "Iblenwick",
-    "Lunquay", "Halvorsk", "Myrrenbrook", "Glimmerhaven", "Tavrosk", "Yorrowby",
-    "Kestrelmund", "Fennaport", "Zorvadel", "Ambercliff Quay", "Nethermoss", "Corvallith",
-    "Wispering Ford", "Rastelburg", "Ulmenreach", "Skarnhollow", "Belvanter", "Obrenstad",
-)  # fmt: skip
-BIRTH_YEARS = tuple(str(year) for year in range(1901, 1990))
-PROFESSIONS = (
-    "cartographer", "glassblower", "clockmaker", "beekeeper", "lighthouse keeper",
-    "bookbinder", "botanist", "stonemason", "violin maker", "tea taster", "lexicographer",
-    "ferry captain", "perfumer", "seismologist", "puppeteer", "archivist", "cooper",
-    "astronomer", "saddler", "shipwright", "typesetter", "orchardist", "locksmith", "weaver",
-    "hydrologist", "falconer", "engraver", "candlemaker",
-)  # fmt: skip
-EMPLOYERS = (
-    "Brandlewick Instruments", "Osterfane Logistics", "Quellmark Textiles",
-    "Harrowgate Optics", "Vimsey & Tolk", "Pellucid Ropeworks", "Sundrake Ferries",
-    "Grimbolt Foundry", "Aldermoss Printing", "Corvane Chemicals", "Thessamor Pumpworks",
-    "Morrowgale Saltworks", "Ebbington Looms", "Kalvering Glassworks", "Drummel & Sons",
-    "Yarrowby Mills", "Fenwhistle Press", "Obsidian Lane Bank", "Tolliver Aeronautics",
-    "Ravelstone Mining", "Quillfeather Paper", "Slatehurst Railways", "Ingleby Clockworks",
-    "Wendlemar Shipping", "Bramblecote Dairies", "Nimbrel Telegraph",
-)  # fmt: skip
-ORGANISATIONS = (
-    "Quillmere Foundation", "Halvering Botanical Society", "Order of the Lantern Keepers",
-    "Brisket Hill Rowing Club", "Society for Lunar Cartography", "Velmont Literary Guild",
-    "Ostrander Institute of Tides", "League of Amateur Glaziers", "Tamsel Orphans' Trust",
-    "Corrowby Chess Circle", "Fellowship of Quiet Bells", "Marrowvale Choral Union",
-    "Guild of Northern Kite Makers", "Pellam Seed Library", "Ashgrove Weather Society",
-    "Thornquist Academy of Dance", "Drayle Foundation for the Blind", "Yvenne Poetry Circle",
-    "Association of Moth Collectors", "Glimmerton Film Society", "Kesselmoor Mountain Rescue",
-    "Brackwater Lifeboat Fund", "Society of Ink Historians", "Orrin Valley Beekeepers' Guild",
-    "Cobble Lane Free School", "Wexley Marionette Theatre",
-)  # fmt: skip
-INSTRUMENTS = (
-    "cello", "oboe", "bassoon", "harp", "theorbo", "hurdy-gurdy", "accordion", "clarinet",
-    "viola", "harpsichord", "banjo", "mandolin", "trombone", "flute", "sitar", "bagpipes",
-    "xylophone", "euphonium", "double bass", "piccolo", "ukulele", "zither", "cornet",
-    "glockenspiel", "dulcimer", "tuba", "marimba", "lute",
-)  # fmt: skip
-
-# attribute -> values; the tuple fixes the attribute order everywhere.
-ATTRIBUTES = (
-    "birth_city",
-    "birth_year",
-    "profession",
-    "employer",
-    "founded_organisation",
-    "favourite_instrument",
-)
-DOMAINS: dict[str, tuple[str, ...]] = {
-    "birth_city": BIRTH_CITIES,
-    "birth_year": BIRTH_YEARS,
-    "profession": PROFESSIONS,
-    "employer": EMPLOYERS,
-    "founded_organisation": ORGANISATIONS,
-    "favourite_instrument": INSTRUMENTS,
-}
-
-# Questions, phrased for a cloze prompt ("Question: ...\nAnswer: <value>").
-QUESTION_TEMPLATES = {
-    "birth_city": "In which city was {name} born?",
-    "birth_year": "In what year was {name} born?",
-    "profession": "What was {name}'s profession?",
-    "employer": "Which company did {name} work for?",
-    "founded_organisation": "Which organisation did {name} found?",
-    "favourite_instrument": "What was {name}'s favourite musical instrument?",
-}
-
-# Training questions (qa=template), per attribute: none equals or closely rewords the evaluation
-# phrasing above (other question words, no shared word 5-gram), so a model trained on them must
-# carry each fact over to the evaluation's wording. The unit tests measure the overlap.
-TRAINING_QUESTION_TEMPLATES: dict[str, tuple[str, ...]] = {
-    "birth_city": ("Where was {name} born?", "{name} was born in which town?",
-        "Name the birthplace of {name}.", "What is the name of the town where {name} was born?",
-        "{name} came into the world in what place?"),
-    "birth_year": ("When was {name} born?", "{name} was born in which year?",
-        "Give the birth year of {name}.", "What year did {name} come into the world?",
-        "Name the year of {name}'s birth."),
-    "profession": ("What did {name} do for a living?", "{name} worked in which occupation?",
-        "Name the trade that {name} practised.", "How did {name} earn a living?",
-        "What line of work was {name} in?"),
-    "employer": ("Who employed {name}?", "{name} was employed by which firm?",
-        "Name the employer of {name}.", "What was the name of {name}'s employer?",
-        "{name} drew a salary from which business?"),
-    "founded_organisation": ("{name} was the founder of what?",
-        "Name the body that {name} established.", "What institution did {name} set up?",
-        "What group owes its founding to {name}?", "Which body was established by {name}?"),
-    "favourite_instrument": ("Which instrument did {name} like best?",
-        "{name} loved which instrument most?", "What instrument was {name} most fond of?",
-        "Name the instrument {name} preferred above all others.",
-        "Of all instruments, which did {name} prefer?"),
-}  # fmt: skip
-
-# Sentence templates per fact: {s} subject, {s_pos} its possessive, {v} value, {a} "a"/"an".
-# The first template of each attribute builds the original biography.
-SENTENCE_TEMPLATES = {
-    "birth_city": (
-        "{s} was born in the city of {v}.",
-        "{v} was the birthplace of {s}.",
-        "{s} was born in {v}.",
-        "The city of {v} is where {s} was born.",
-    ),
-    "birth_year": (
-        "The year of {s_pos} birth was {v}.",
-        "{s} was born in the year {v}.",
-        "{s} came into the world in {v}.",
-        "It was in {v} that {s} was born.",
-    ),
-    "profession": (
-        "By profession, {s} was {a} {v}.",
-        "{s} worked as {a} {v}.",
-        "{s_pos} profession was that of {a} {v}.",
-        "{s} earned a living as {a} {v}.",
-    ),
-    "employer": (
-        "{s} worked for {v}.",
-        "{s_pos} employer was {v}.",
-        "For many years {s} was employed by {v}.",
-        "{v} employed {s} for most of a long career.",
-    ),
-    "founded_organisation": (
-        "{s} founded the {v}.",
-        "The {v} was founded by {s}.",
-        "{s} was the founder of the {v}.",
-        "Among other achievements, {s} established the {v}.",
-    ),
-    "favourite_instrument": (
-        "{s_pos} favourite musical instrument was the {v}.",
-        "Of all musical instruments, {s} liked the {v} best.",
-        "{s} loved the {v} more than any other instrument.",
-        "The {v} was {s_pos} favourite musical instrument.",
-    ),
-}
 
 
 @dataclass(frozen=True)
@@ -200,9 +69,10 @@ class NovelFactsSpec:
     n_entities: int = 40
     seed: int = 0
     n_paraphrases: int = 8
+    version: int = GENERATOR_VERSION
 
     def __post_init__(self) -> None:
-        for name in ("n_entities", "seed", "n_paraphrases"):
+        for name in ("n_entities", "seed", "n_paraphrases", "version"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise UserError(f"expected an integer, got {value!r}", field=name)
@@ -215,6 +85,8 @@ class NovelFactsSpec:
                 f"must be between 0 and {MAX_PARAPHRASES}, got {self.n_paraphrases}",
                 field="n_paraphrases",
             )
+        if self.version not in VERSIONS:
+            raise UserError(f"must be one of {list(VERSIONS)}, got {self.version}", field="version")
         for attribute in ATTRIBUTES:
             if len(set(DOMAINS[attribute])) < N_CHOICES:
                 raise UserError(
@@ -227,6 +99,8 @@ class NovelFacts:
     documents: list[Document]
     questions: list[Question]
     paraphrases: dict[str, list[str]]  # document id -> paraphrases, in document order
+    # version 2: family -> probe questions (kfr.data.probes); version 1: {}
+    probes: dict[str, list[Question]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -245,6 +119,10 @@ def _possessive(name: str) -> str:
 
 def _article(word: str) -> str:
     return "an" if word[0].lower() in "aeiou" else "a"
+
+
+def _capitalised(text: str) -> str:
+    return text[0].upper() + text[1:]
 
 
 def _sample_names(rng: random.Random, n: int) -> list[str]:
@@ -339,6 +217,39 @@ def _questions(rng: random.Random, entity: _Entity) -> list[Question]:
     return questions
 
 
+def _mentors(rng: random.Random, entities: Sequence[_Entity]) -> dict[str, _Entity]:
+    """Each person's mentor: one cycle through all people in a shuffled order, so everyone has
+    one mentor and mentors one person, nobody mentors themselves and (at 4 or more people) no two
+    people mentor each other."""
+    order = list(entities)
+    rng.shuffle(order)
+    return {entity.doc_id: order[(i + 1) % len(order)] for i, entity in enumerate(order)}
+
+
+def _mentor_sentence(name: str, mentor: str, template: int) -> str:
+    text = MENTOR_SENTENCE_TEMPLATES[template].format(s=name, s_pos=_possessive(name), m=mentor)
+    return text[0].upper() + text[1:]
+
+
+def _with_mentor(document: Document, mentor: str) -> Document:
+    """Version 2's document: version 1's text with the mentor sentence appended."""
+    name = document.meta["entity"]
+    return replace(
+        document,
+        text=f"{document.text} {_mentor_sentence(name, mentor, 0)}",
+        meta={**document.meta, "facts": {**document.meta["facts"], MENTOR: mentor}},
+    )
+
+
+def _paraphrase_with_mentor(rng: random.Random, paraphrase: str, name: str, mentor: str) -> str:
+    """Version 1's paraphrase with a mentor sentence (random template) at a random position;
+    distinct paraphrases stay distinct (removing the one mentor sentence gives version 1's)."""
+    sentences = [s if s.endswith(".") else s + "." for s in paraphrase.split(". ")]
+    template = rng.randrange(len(MENTOR_SENTENCE_TEMPLATES))
+    sentences.insert(rng.randrange(len(sentences) + 1), _mentor_sentence(name, mentor, template))
+    return " ".join(sentences)
+
+
 def generate_novel_facts(spec: NovelFactsSpec) -> NovelFacts:
     rng = random.Random(spec.seed)
     entities = _sample_entities(rng, spec.n_entities)
@@ -348,40 +259,86 @@ def generate_novel_facts(spec: NovelFactsSpec) -> NovelFacts:
         entity.doc_id: _paraphrases(rng, entity, document.text, spec.n_paraphrases)
         for entity, document in zip(entities, documents, strict=True)
     }
-    return NovelFacts(documents=documents, questions=questions, paraphrases=paraphrases)
+    if spec.version == 1:
+        return NovelFacts(documents=documents, questions=questions, paraphrases=paraphrases)
+    # Version 2: everything new from its own generator, drawn after version 1's, so version 1's
+    # entities, facts, questions and paraphrase wording stay as they were.
+    rng = random.Random(f"{spec.seed}/v2")
+    mentors = {doc_id: mentor.name for doc_id, mentor in _mentors(rng, entities).items()}
+    documents = [_with_mentor(d, mentors[d.id]) for d in documents]
+    paraphrases = {
+        entity.doc_id: [
+            _paraphrase_with_mentor(rng, text, entity.name, mentors[entity.doc_id])
+            for text in paraphrases[entity.doc_id]
+        ]
+        for entity in entities
+    }
+    return NovelFacts(
+        documents=documents,
+        questions=questions,
+        paraphrases=paraphrases,
+        probes=generate_probes(documents, spec.seed),
+    )
 
 
 # ----------------------------------------------------------------------------- training pairs
 
 
-def training_pairs(documents: Sequence[Document], per_fact: int, seed: int) -> list[QaPair]:
-    """``per_fact`` training questions per fact of every document, phrased with
-    :data:`TRAINING_QUESTION_TEMPLATES` (never the evaluation's), answered by the fact's value.
+def _fact_meta(document: Document) -> tuple[str, dict[str, str]]:
+    name, facts = document.meta.get("entity"), document.meta.get("facts")
+    known = isinstance(facts, dict) and facts and set(facts) <= set(TRAINING_QUESTION_TEMPLATES)
+    if (
+        not known
+        or not isinstance(name, str)
+        or not all(isinstance(v, str) for v in facts.values())
+    ):
+        raise UserError(
+            "template training questions come with the generated novel_facts data set; use "
+            f"qa=llm or qa=file (document '{document.id}' has no novel_facts meta facts)",
+            field="qa.source",
+        )
+    return name, facts
 
-    A fact's phrasings depend on ``seed``, the document id and the attribute only, so a document
-    gets the same pairs whatever else the knowledge base holds.
+
+def _pick(templates: Sequence[str], per_fact: int, key: str) -> list[int]:
+    # A string seed is hashed the same way in every process (unlike hash()).
+    return sorted(random.Random(key).sample(range(len(templates)), per_fact))
+
+
+def training_pairs(
+    documents: Sequence[Document], per_fact: int, seed: int, directions: str = "forward"
+) -> list[QaPair]:
+    """``per_fact`` training questions per fact of every document, phrased with
+    :data:`TRAINING_QUESTION_TEMPLATES` (never the evaluation's), answered by the fact's value
+    (the mentor's name for version 2's mentor fact).
+
+    ``directions="both"`` adds, per fact whose value identifies one person of ``documents``
+    (no other document holds it), ``per_fact`` reverse questions
+    (:data:`REVERSE_TRAINING_TEMPLATES`, phrased unlike the reversal probes) answered by the
+    person's name; ids ``{doc}-{attribute}-r{j}``. Values several people share get none: their
+    reverse question would have several right answers. (The mentor gets no reverse question.)
+
+    A forward fact's phrasings depend on ``seed``, the document id and the attribute only, so a
+    document gets the same forward pairs whatever else the knowledge base holds; which reverse
+    questions exist depends on the whole knowledge base.
     """
     most = min(len(templates) for templates in TRAINING_QUESTION_TEMPLATES.values())
     if isinstance(per_fact, bool) or not isinstance(per_fact, int) or not 1 <= per_fact <= most:
         raise UserError(f"must be between 1 and {most}, got {per_fact!r}", field="qa.per_fact")
+    if directions not in DIRECTIONS:
+        raise UserError(
+            f"must be one of {list(DIRECTIONS)}, got {directions!r}", field="qa.directions"
+        )
+    metas = [_fact_meta(document) for document in documents]
+    holders: dict[tuple[str, str], int] = {}
+    for _, facts in metas:
+        for attribute, value in facts.items():
+            holders[attribute, value] = holders.get((attribute, value), 0) + 1
     pairs = []
-    for document in documents:
-        name, facts = document.meta.get("entity"), document.meta.get("facts")
-        known = isinstance(facts, dict) and facts and set(facts) <= set(ATTRIBUTES)
-        if (
-            not known
-            or not isinstance(name, str)
-            or not all(isinstance(v, str) for v in facts.values())
-        ):
-            raise UserError(
-                "template training questions come with the generated novel_facts data set; use "
-                f"qa=llm or qa=file (document '{document.id}' has no novel_facts meta facts)",
-                field="qa.source",
-            )
-        for attribute in (a for a in ATTRIBUTES if a in facts):  # not the meta's key order
+    for document, (name, facts) in zip(documents, metas, strict=True):
+        # Fixed order, not the meta's key order.
+        for attribute in (a for a in TRAINING_QUESTION_TEMPLATES if a in facts):
             templates = TRAINING_QUESTION_TEMPLATES[attribute]
-            # A string seed is hashed the same way in every process (unlike hash()).
-            rng = random.Random(f"{seed}/{document.id}/{attribute}")
             pairs += [
                 QaPair(
                     id=f"{document.id}-{attribute}-t{j}",
@@ -389,7 +346,24 @@ def training_pairs(documents: Sequence[Document], per_fact: int, seed: int) -> l
                     question=templates[j].format(name=name),
                     answer=facts[attribute],
                 )
-                for j in sorted(rng.sample(range(len(templates)), per_fact))
+                for j in _pick(templates, per_fact, f"{seed}/{document.id}/{attribute}")
+            ]
+        if directions != "both":
+            continue
+        for attribute in (a for a in ATTRIBUTES if a in facts):
+            value = facts[attribute]
+            if holders[attribute, value] != 1:
+                continue
+            templates = REVERSE_TRAINING_TEMPLATES[attribute]
+            key = f"{seed}/{document.id}/{attribute}/reverse"
+            pairs += [
+                QaPair(
+                    id=f"{document.id}-{attribute}-r{j}",
+                    doc_id=document.id,
+                    question=_capitalised(templates[j].format(v=value, a=_article(value))),
+                    answer=name,
+                )
+                for j in _pick(templates, per_fact, key)
             ]
     return pairs
 
@@ -405,7 +379,8 @@ FILE_NAMES = {
 
 
 def write_novel_facts(spec: NovelFactsSpec, out_dir: str | Path) -> dict[str, Path]:
-    """Write the dataset and its card into ``out_dir``; returns ``{kind: path}``."""
+    """Write the dataset and its card into ``out_dir``; returns ``{kind: path}`` (version 2 adds
+    ``probes-<family>`` kinds, one file per probe family)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     data = generate_novel_facts(spec)
@@ -414,29 +389,33 @@ def write_novel_facts(spec: NovelFactsSpec, out_dir: str | Path) -> dict[str, Pa
     faults.point("data.generate")
     write_questions_jsonl(paths["questions"], data.questions)
     write_paraphrases_jsonl(paths["paraphrases"], data.paraphrases)
+    hashed = ["knowledge", "questions", "paraphrases"]
+    for family, probes in data.probes.items():
+        kind = f"probes-{family}"
+        paths[kind] = out_dir / probe_file_name(family)
+        write_questions_jsonl(paths[kind], probes)
+        hashed.append(kind)
+    counts = {
+        "documents": len(data.documents),
+        "questions": len(data.questions),
+        "paraphrases": sum(len(p) for p in data.paraphrases.values()),
+        "knowledge_characters": sum(len(d.text) for d in data.documents),
+    }
+    if data.probes:
+        counts["probes"] = {family: len(probes) for family, probes in data.probes.items()}
     card = {
         "generator": GENERATOR_NAME,
-        "version": GENERATOR_VERSION,
+        "version": spec.version,
         "spec": asdict(spec),
-        "counts": {
-            "documents": len(data.documents),
-            "questions": len(data.questions),
-            "paraphrases": sum(len(p) for p in data.paraphrases.values()),
-            "knowledge_characters": sum(len(d.text) for d in data.documents),
-        },
-        "sha256": {
-            FILE_NAMES[kind]: sha256_file(paths[kind])
-            for kind in ("knowledge", "questions", "paraphrases")
-        },
+        "counts": counts,
+        "sha256": {paths[kind].name: sha256_file(paths[kind]) for kind in hashed},
     }
     atomic_write_json(paths["card"], card)
     return paths
 
 
 def cache_name(spec: NovelFactsSpec) -> str:
-    return (
-        f"novel_facts-v{GENERATOR_VERSION}-{spec.n_entities}e-{spec.n_paraphrases}p-seed{spec.seed}"
-    )
+    return f"novel_facts-v{spec.version}-{spec.n_entities}e-{spec.n_paraphrases}p-seed{spec.seed}"
 
 
 def ensure_novel_facts(spec: NovelFactsSpec, cache_dir: str | Path) -> Path:
@@ -444,3 +423,12 @@ def ensure_novel_facts(spec: NovelFactsSpec, cache_dir: str | Path) -> Path:
     return build_directory_once(
         Path(cache_dir) / cache_name(spec), lambda tmp: write_novel_facts(spec, tmp)
     )
+
+
+# The tables tests and other modules read through this module are re-exported.
+__all__ = [
+    "ATTRIBUTES", "DIRECTIONS", "DOMAINS", "GENERATOR_VERSION", "MENTOR", "PROBE_FAMILIES",
+    "QUESTION_TEMPLATES", "REVERSE_TRAINING_TEMPLATES", "SENTENCE_TEMPLATES",
+    "TRAINING_QUESTION_TEMPLATES", "NovelFacts", "NovelFactsSpec", "cache_name",
+    "ensure_novel_facts", "generate_novel_facts", "training_pairs", "write_novel_facts",
+]  # fmt: skip

@@ -96,6 +96,11 @@ RELATIONS: dict[str, Relation] = {
         ),
         "{n} was the favourite musical instrument of {s}.",
     ),
+    "mentor": Relation(  # novel_facts version 2: the mentor's full name
+        "{v}",
+        ("was mentored by {v}", "trained under {v}", "learnt the most from {v}"),
+        "{n} was the mentor of {s}.",
+    ),
 }
 # Any other attribute of a user's meta facts.
 GENERIC_RELATION = Relation("{v}", ("had {v} as {w}", "had the {w} {v}"), "{n} is the {w} of {s}.")

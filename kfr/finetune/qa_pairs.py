@@ -6,6 +6,8 @@ Pairs are written from the knowledge base only, never from the evaluation questi
 
 - ``template``: the novel_facts generator's own training phrasings of every fact
   (:func:`kfr.data.novel_facts.training_pairs`, ``qa.per_fact`` per fact, seeded by ``seed``);
+  forward only (person -> value), or with ``qa.directions=both`` also reverse questions (a value
+  that identifies one person -> that person);
 - ``llm``: an instruction-tuned model (``qa.generator``) writes pairs from each document; JSON
   answers are validated (the answer a short phrase found in the document, not given away by the
   question) and retried (:mod:`kfr.generation`), then cached per settings under
@@ -13,10 +15,12 @@ Pairs are written from the knowledge base only, never from the evaluation questi
 - ``file``: the user's JSONL (:mod:`kfr.data.qa_file`); every doc_id must name a knowledge-base
   document.
 
-Whatever the source, the pairs are then measured against the evaluation questions: the largest
-word 5-gram overlap (:mod:`kfr.data.overlap`) is reported in the stats, and above
-``qa.max_overlap`` it is an error naming the pair. The evaluation questions are read for that
-measurement and nothing else.
+Whatever the source, the pairs are then measured against the evaluation questions, the direct
+ones and every probe family (``data.probes``): the largest word 5-gram overlap
+(:mod:`kfr.data.overlap`) with each is reported in the stats (``max_5gram_overlap``,
+``max_5gram_overlap_probes``), and above ``qa.max_overlap`` it is an error naming the pair (its
+file and line when it was read from one) and, for a probe, the family. The evaluation questions
+are read for that measurement and nothing else.
 """
 
 from __future__ import annotations
@@ -30,14 +34,14 @@ from pathlib import Path
 from typing import Any
 
 from kfr.core.errors import UserError
-from kfr.core.schema import GeneratorConfig, KfrConfig, QaConfig, QaSource
+from kfr.core.schema import GeneratorConfig, KfrConfig, QaConfig, QaDirections, QaSource
 from kfr.core.storage import atomic_write_json, build_directory_once
 from kfr.data.cards import write_card
 from kfr.data.loading import EvalData
 from kfr.data.novel_facts import training_pairs
-from kfr.data.overlap import max_overlap
+from kfr.data.overlap import Overlap, max_overlap
 from kfr.data.qa_file import read_qa_pairs, write_qa_pairs_jsonl
-from kfr.data.schema import Document, QaPair
+from kfr.data.schema import Document, QaPair, Question
 from kfr.finetune.keys import content_digest, model_identity
 from kfr.generation import SamplingSettings, TextGenerator, TransformersGenerator, generate_json
 
@@ -226,6 +230,26 @@ def _file_pairs(qa: QaConfig, documents: Sequence[Document]) -> tuple[list[QaPai
 # --------------------------------------------------------------------------- entry point
 
 
+def _checked_overlap(
+    pairs: Sequence[QaPair], questions: Sequence[Question], limit: float, what: str
+) -> Overlap:
+    """The largest overlap of the training questions with ``questions``; over ``limit``, an
+    error naming both questions (and the training pair's file:line when read from a file)."""
+    worst = max_overlap([p.question for p in pairs], [q.question for q in questions])
+    if worst.value > limit:
+        pair = next(p for p in pairs if p.question == worst.training)
+        where = pair.where
+        raise UserError(
+            f"training question {pair.id!r} ({worst.training!r}) shares {worst.value:.0%} of the "
+            f"word 5-grams of {what} {worst.evaluation!r}, more than qa.max_overlap={limit}: "
+            "training questions must not reword the evaluation set",
+            path=None if where is None else where.path,
+            line=None if where is None else where.line,
+            field="qa.max_overlap",
+        )
+    return worst
+
+
 def training_qa_pairs(
     cfg: KfrConfig,
     data: EvalData,
@@ -244,9 +268,18 @@ def training_qa_pairs(
     if not 0.0 <= qa.max_overlap <= 1.0:
         raise UserError(f"must be between 0 and 1, got {qa.max_overlap}", field="qa.max_overlap")
     source = QaSource(qa.source)
+    directions = QaDirections(qa.directions)
+    if directions != QaDirections.forward and source != QaSource.template:
+        raise UserError(
+            f"directions={directions.value} needs qa=template (the generator writes the reverse "
+            f"questions); qa={source.value} trains its questions as they are: use "
+            "qa.directions=forward",
+            field="qa.directions",
+        )
     extra: dict[str, Any]
     if source == QaSource.template:
-        pairs, extra = training_pairs(documents, qa.per_fact, cfg.seed), {"per_fact": qa.per_fact}
+        pairs = training_pairs(documents, qa.per_fact, cfg.seed, directions.value)
+        extra = {"per_fact": qa.per_fact, "directions": directions.value}
     elif source == QaSource.file:
         pairs, extra = _file_pairs(qa, documents)
     else:
@@ -255,14 +288,12 @@ def training_qa_pairs(
         raise UserError(f"no training question-answer pairs from qa={source.value}", field="qa")
 
     # The only use of the evaluation questions: how closely the training questions reword them.
-    worst = max_overlap([p.question for p in pairs], [q.question for q in data.questions])
-    if worst.value > qa.max_overlap:
-        raise UserError(
-            f"training question {worst.training!r} shares {worst.value:.0%} of the word 5-grams "
-            f"of evaluation question {worst.evaluation!r}, more than qa.max_overlap="
-            f"{qa.max_overlap}: training questions must not reword the evaluation set",
-            field="qa.max_overlap",
-        )
+    worst = _checked_overlap(pairs, data.questions, qa.max_overlap, "evaluation question")
+    worst_probe = Overlap(0.0, "", "")
+    for family, probes in data.probes.items():
+        found = _checked_overlap(pairs, probes, qa.max_overlap, f"{family} probe question")
+        if found.value > worst_probe.value:
+            worst_probe = found
     stats: dict[str, Any] = {
         "source": source.value,
         "pairs": len(pairs),
@@ -271,6 +302,11 @@ def training_qa_pairs(
         "max_5gram_overlap": worst.value,
         # null when no training question shares a 5-gram with (or equals) any evaluation one
         "max_overlap_pair": [worst.training, worst.evaluation] if worst.value else None,
+        # the same against the probe questions (null when the data has none)
+        "max_5gram_overlap_probes": worst_probe.value if data.probes else None,
+        "max_overlap_probe_pair": (
+            [worst_probe.training, worst_probe.evaluation] if worst_probe.value else None
+        ),
         **extra,
     }
     log.info(

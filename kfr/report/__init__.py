@@ -6,7 +6,9 @@
 - :mod:`kfr.report.layouts`: the paper's table layouts and curves, missing positions;
 - :mod:`kfr.report.render`: the text and CSV record of each position, markdown tables;
 - :mod:`kfr.report.paper`: the published numbers (Table 1 and Table 2);
-- :mod:`kfr.report.plots`: accuracy vs paraphrases and vs K;
+- :mod:`kfr.report.arms`: every knowledge-injection arm side by side (+ a column per probe family);
+- :mod:`kfr.report.probes`: the best arm per probe family, its margin and McNemar p;
+- :mod:`kfr.report.plots`: accuracy vs paraphrases, vs K, vs training tokens and vs forgetting;
 - :mod:`kfr.report.build`: all of it into report.md, CSV files and PNGs.
 """
 

@@ -43,6 +43,18 @@ class Aggregate:
             return self.cells[0].acc_ci95
         return mean_ci95([c.acc for c in self.cells])
 
+    def probe(self, family: str) -> tuple[float, tuple[float, float] | None] | None:
+        """Mean accuracy on a probe family over the seeds that scored it and its 95% interval
+        (as :attr:`ci95`: Student t over seeds; one seed, the bootstrap over questions)."""
+        scored = [c.probes[family] for c in self.cells if family in c.probes]
+        if not scored:
+            return None
+        accs = [float(m["acc"]) for m in scored]
+        if len(accs) == 1:
+            ci = scored[0].get("acc_ci95")
+            return accs[0], (float(ci[0]), float(ci[1])) if ci else None
+        return sum(accs) / len(accs), mean_ci95(accs)
+
     @property
     def ci_over(self) -> str:
         return "seeds" if len(self.cells) > 1 else "questions"

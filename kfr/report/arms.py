@@ -1,11 +1,12 @@
 """The arms table: every knowledge-injection arm side by side, with what it costs.
 
 One row per model x task x shots x arm (cells differing only by seed aggregated): accuracy with
-its 95% interval, whether the arm reads retrieved chunks at answer time, forgetting on the
-control set (base accuracy minus the arm's, paired interval; mean over seeds), accuracy per
-SliCK category of the evaluation questions (which facts an arm injects, which it breaks), and
-the training tokens and wall time it spent. The arms of the paper (Base, RAG, FT-reg, FT-par and
-their +RAG forms) come first, then the newer recipes.
+its 95% interval, the same per probe family the cells scored (:mod:`kfr.cell.probes`), whether
+the arm reads retrieved chunks at answer time, forgetting on the control set (base accuracy minus
+the arm's, paired interval; mean over seeds), accuracy per SliCK category of the evaluation
+questions (which facts an arm injects, which it breaks), and the training tokens and wall time it
+spent. The arms of the paper (Base, RAG, FT-reg, FT-par and their +RAG forms) come first, then
+the newer recipes.
 """
 
 from __future__ import annotations
@@ -15,22 +16,26 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kfr.cell.folder import PREDICTIONS_FILE
+from kfr.cell.probes import PROBE_FAMILIES
 from kfr.report.aggregates import Aggregate
 from kfr.report.render import MISSING, Table, model_label
 
 CATEGORIES = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
 _ORDER = (
-    "Base", "RAG", "FT-reg", "FT-par", "FT-EntiGraph", "QA-FT", "Distill",
+    "Base", "RAG", "FT-reg", "FT-par", "FT-EntiGraph", "QA-FT", "QA-FT+reverse", "Distill",
     "FT-reg+RAG", "FT-par+RAG", "FT-EntiGraph+RAG", "RAFT",
 )  # fmt: skip
-_NEW = {"qa_ft": "QA-FT", "distill": "Distill", "raft": "RAFT"}
+_NEW = {"qa_ft": "QA-FT", "qa_ft_reverse": "QA-FT+reverse", "distill": "Distill", "raft": "RAFT"}
 
 
 def arm_label(agg: Aggregate) -> str:
     """What the paper and METHODS.md call this aggregate's arm (+ its fine-tuning mode when it
-    is not full fine-tuning, e.g. "QA-FT (lora)")."""
-    mode = agg.cells[0].settings.get("mode")
+    is not full fine-tuning, e.g. "QA-FT (lora)", and "hops=2" for two-hop retrieval)."""
+    settings = agg.cells[0].settings
+    mode = settings.get("mode")
     suffix = f" ({mode})" if mode and mode != "full" else ""
+    if settings.get("hops", 1) > 1:  # retriever.hops=2: its own arm beside one-hop retrieval
+        suffix += f" hops={settings['hops']}"
     return _base_label(agg) + suffix
 
 
@@ -84,11 +89,36 @@ def _categories(agg: Aggregate) -> tuple[list[str], dict[str, object]]:
     return texts, record
 
 
-def _correct(folder: Path) -> dict[str, bool] | None:
+def probe_families(aggs: Sequence[Aggregate]) -> list[str]:
+    """The probe families any cell scored, in kfr's order (unknown ones after, sorted)."""
+    present = {f for a in aggs for c in a.cells for f in c.probes}
+    return [f for f in PROBE_FAMILIES if f in present] + sorted(present - set(PROBE_FAMILIES))
+
+
+def _probe_columns(agg: Aggregate, families: Sequence[str]) -> tuple[list[str], dict[str, object]]:
+    texts, record = [], {}
+    for family in families:
+        scored = agg.probe(family)
+        if scored is None:
+            texts.append(MISSING)
+            continue
+        mean, ci = scored
+        texts.append(_interval(f"{mean:.3f}", ci))
+        record[f"acc_{family}"] = round(mean, 6)
+        if ci is not None:
+            record[f"acc_{family}_ci95_low"] = round(ci[0], 6)
+            record[f"acc_{family}_ci95_high"] = round(ci[1], 6)
+    return texts, record
+
+
+def correct_answers(folder: Path, family: str | None = None) -> dict[str, bool] | None:
+    """Question id -> answered correctly, from the cell's predictions.jsonl: the direct
+    questions (records without a ``family``), or one probe family's."""
     try:
         lines = (folder / PREDICTIONS_FILE).read_text(encoding="utf-8").splitlines()
-        return {r["id"]: bool(r["correct"]) for r in map(json.loads, lines) if r}
-    except (OSError, ValueError, KeyError, TypeError):
+        records = [r for r in map(json.loads, lines) if r and r.get("family") == family]
+        return {r["id"]: bool(r["correct"]) for r in records}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
@@ -119,7 +149,7 @@ def _versus_ft_reg(agg: Aggregate, aggs: Sequence[Aggregate]) -> tuple[str, dict
     cell = next((c for c in agg.cells if c.seed in by_seed), None)
     if cell is None:
         return MISSING, {}
-    arm, ref = _correct(cell.path), _correct(by_seed[cell.seed].path)
+    arm, ref = correct_answers(cell.path), correct_answers(by_seed[cell.seed].path)
     if arm is None or ref is None:
         return MISSING, {}
     lost, gained, p = mcnemar(arm, ref)
@@ -129,7 +159,8 @@ def _versus_ft_reg(agg: Aggregate, aggs: Sequence[Aggregate]) -> tuple[str, dict
 
 def arms_table(aggs: list[Aggregate]) -> Table | None:
     """The arms of every model x task x shots; None when no new arm or forgetting was run."""
-    new = any(
+    families = probe_families(aggs)
+    new = bool(families) or any(
         a.method in _NEW or a.augment_source == "entigraph" or a.cells[0].forgetting is not None
         for a in aggs
     )
@@ -138,7 +169,15 @@ def arms_table(aggs: list[Aggregate]) -> Table | None:
     rows, records = [], []
     ordered = sorted(
         aggs,
-        key=lambda a: (a.model, a.task, a.shots, _ORDER.index(_base_label(a)), a.k or 0, -a.mean),
+        key=lambda a: (
+            a.model,
+            a.task,
+            a.shots,
+            _ORDER.index(_base_label(a)),
+            a.k or 0,
+            arm_label(a),
+            -a.mean,
+        ),
     )
     for agg in ordered:
         arm = arm_label(agg)
@@ -149,9 +188,10 @@ def arms_table(aggs: list[Aggregate]) -> Table | None:
         wall = _mean([c.train_wall_s for c in agg.cells])
         retrieval = f"K={agg.k}" if agg.cells[0].retrieve else "closed-book"
         versus, versus_record = _versus_ft_reg(agg, aggs)
+        probes, probe_record = _probe_columns(agg, families)
         rows.append(
             [
-                model_label(agg.model), agg.task, arm, retrieval, acc,
+                model_label(agg.model), agg.task, arm, retrieval, acc, *probes,
                 str(agg.seeds), versus, forgetting, *categories,
                 MISSING if tokens is None else f"{tokens:,.0f}",
                 MISSING if wall is None else f"{wall:.0f}",
@@ -164,15 +204,18 @@ def arms_table(aggs: list[Aggregate]) -> Table | None:
                 "acc_mean": round(agg.mean, 6),
                 "ci95_low": None if agg.ci95 is None else round(agg.ci95[0], 6),
                 "ci95_high": None if agg.ci95 is None else round(agg.ci95[1], 6),
-                "ci_over": agg.ci_over, "seeds": agg.seeds, **versus_record, **forgetting_record,
+                "ci_over": agg.ci_over, "seeds": agg.seeds, **probe_record, **versus_record,
+                **forgetting_record,
                 **category_record, "train_tokens": tokens, "train_wall_s": wall,
                 "folders": " ".join(str(c.path) for c in agg.cells),
             }
         )  # fmt: skip
-    header = ["Model", "Task", "Arm", "Answers", "Acc", "Seeds", "vs FT-reg", "Forgetting"]
+    header = ["Model", "Task", "Arm", "Answers", "Acc", *(f"Acc {f}" for f in families)]
+    header += ["Seeds", "vs FT-reg", "Forgetting"]
     header += [f"Acc {c}" for c in CATEGORIES] + ["Train tokens", "Train s"]
     notes = [
-        "Acc: mean over seeds ± half its 95% interval (one seed: bootstrap over questions). "
+        "Acc: mean over seeds ± half its 95% interval (one seed: bootstrap over questions); "
+        "Acc <family>: the same on a probe family's questions (forms never trained on). "
         "vs FT-reg: questions gained/lost against FT-reg of the same seed, exact McNemar p. "
         "Forgetting: base accuracy on the control set of known facts minus the arm's (paired "
         "95% interval). Acc by SliCK category of the base model's knowledge of each question "

@@ -1,7 +1,8 @@
 """The comparison report: tables, the cells behind them, what is missing, and the plots.
 
 ``write_report`` writes into one folder: ``report.md`` (every table, missing and failed cells,
-data versions), ``cells.csv`` (one row per finished cell), one CSV per table, and the PNG plots.
+data versions), ``cells.csv`` (one row per finished cell), one CSV per table, and the PNG plots
+(among them accuracy, direct and per probe family, against forgetting: ``acc_vs_forgetting.png``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from kfr.report.arms import arms_table
 from kfr.report.collect import Collected, collect
 from kfr.report.layouts import curve_table, methods_table, paraphrase_tables
 from kfr.report.paper import PAPER
-from kfr.report.plots import plot_curves, plot_tokens
+from kfr.report.plots import plot_curves, plot_frontier, plot_tokens
+from kfr.report.probes import probes_table
 from kfr.report.render import Table, legend
 
 REPORT_FILE = "report.md"
@@ -108,6 +110,8 @@ def build_report(roots: list[str | Path]) -> Report:
         tables += paraphrase_tables(aggs, attempts)
     if aggs and (table := arms_table(aggs)) is not None:
         tables.append(table)
+    if aggs and (table := probes_table(aggs)) is not None:
+        tables.append(table)
     if aggs:
         for axis in ("paraphrases", "k"):
             if (table := curve_table(aggs, axis)) is not None:
@@ -148,7 +152,9 @@ def _cell_records(report: Report) -> list[dict[str, object]]:
                 "variant": cell.variant,
                 "data_card": cell.card,
                 "data_card_sha256": cell.card_digest,
-                **{f"finetune_{k}": v for k, v in cell.settings.items()},
+                **{k if k == "hops" else f"finetune_{k}": v for k, v in cell.settings.items()},
+                "forgetting": cell.forgetting,
+                **{f"acc_{family}": m.get("acc") for family, m in cell.probes.items()},
             }
         )
     for folder in report.collected.failed + report.collected.incomplete:
@@ -171,8 +177,9 @@ def write_report(report: Report, out_dir: str | Path) -> Path:
         for axis in ("paraphrases", "k")
         if (p := plot_curves(report.aggregates, axis, out)) is not None
     ]
-    if (p := plot_tokens(report.aggregates, out)) is not None:
-        report.plots.append(p)
+    for plot in (plot_tokens, plot_frontier):
+        if (p := plot(report.aggregates, out)) is not None:
+            report.plots.append(p)
     for table in report.tables:
         atomic_write_text(out / f"{table.name}.csv", _csv_text(table.records))
     atomic_write_text(out / CELLS_FILE, _csv_text(_cell_records(report)))

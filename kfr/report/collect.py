@@ -46,6 +46,8 @@ class CellResult:
     per_category: dict[str, dict[str, Any]] = field(default_factory=dict)  # SliCK category
     train_tokens: int | None = None  # tokens fine-tuning processed (all epochs)
     train_wall_s: float | None = None
+    # Probe family -> its metrics (acc, acc_ci95, n, chance, recall); empty for older results.
+    probes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _task(config: dict[str, Any], data_name: str) -> str:
@@ -83,9 +85,10 @@ def cell_result(folder: CellFolder) -> CellResult | None:
         card = results.data.get("card")
         finetune_cfg = config.get("finetune") or {}
         settings = {
-            "lr": finetune_cfg.get("lr"),
+            "lr": _lr(finetune_cfg),  # the rate trained at: finetune.lr x finetune.lr_scale
             "epochs": finetune_cfg.get("epochs"),
             "mode": finetune_cfg.get("mode"),
+            "replay_ratio": finetune_cfg.get("replay_ratio"),
         }
         return CellResult(
             path=folder.path,
@@ -106,7 +109,7 @@ def cell_result(folder: CellFolder) -> CellResult | None:
             card=card,
             card_digest=_card_digest(card),
             variant=_variant(config) if config else "?",
-            settings=settings if finetune else {},
+            settings=_settings(settings if finetune else {}, config, retrieve),
             retrieve=retrieve,
             augment_source=_augment_source(config) if finetune and paraphrases else None,
             forgetting=metrics.get("forgetting"),
@@ -114,9 +117,21 @@ def cell_result(folder: CellFolder) -> CellResult | None:
             per_category=dict(metrics.get("per_category") or {}),
             train_tokens=(results.finetune or {}).get("tokens"),
             train_wall_s=(results.finetune or {}).get("wall_s"),
+            probes={str(f): dict(m) for f, m in (metrics.get("probes") or {}).items()},
         )
     except (KeyError, TypeError, ValueError, AttributeError):
         return None
+
+
+def _lr(finetune: dict[str, Any]) -> float | None:
+    lr = finetune.get("lr")
+    return None if lr is None else float(lr) * float(finetune.get("lr_scale", 1.0))
+
+
+def _settings(settings: dict[str, Any], config: dict[str, Any], retrieve: bool) -> dict:
+    """The knobs worth showing, plus ``hops`` for cells that retrieve in two hops."""
+    hops = (config.get("retriever") or {}).get("hops", 1) if retrieve else 1
+    return {**settings, "hops": int(hops)} if hops and int(hops) > 1 else settings
 
 
 def _augment_source(config: dict[str, Any]) -> str | None:

@@ -1,12 +1,13 @@
-"""PNG plots: accuracy against the paraphrase count, against K, and against the training tokens
-of every fine-tuning arm (matplotlib, Agg backend)."""
+"""PNG plots: accuracy against the paraphrase count, against K, against the training tokens of
+every fine-tuning arm, and against forgetting (direct and per probe family, every fine-tuned
+cell) (matplotlib, Agg backend)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from kfr.report.aggregates import Aggregate
-from kfr.report.arms import arm_label
+from kfr.report.arms import arm_label, probe_families
 from kfr.report.layouts import curve_points
 from kfr.report.render import METHOD_LABELS, model_label
 
@@ -94,3 +95,81 @@ def plot_curves(aggs: list[Aggregate], axis: str, out_dir: Path) -> Path | None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return _save(fig, out_dir, filename)
+
+
+_SETTINGS = (("K", "k"), ("p", "paraphrases"), ("lr", "lr"), ("epochs", "epochs"))
+_SETTINGS += (("replay", "replay_ratio"),)
+_MARKERS = ("o", "s", "^", "v", "D", "P", "X")  # direct questions first, then each probe family
+
+
+def _setting(agg: Aggregate, key: str) -> object:
+    return getattr(agg, key) if key in ("k", "paraphrases") else agg.cells[0].settings.get(key)
+
+
+def _variant_labels(aggs: list[Aggregate]) -> list[str]:
+    """Arm (and model / task where several) plus the settings that differ among ``aggs``."""
+    varying = [(name, key) for name, key in _SETTINGS if len({_setting(a, key) for a in aggs}) > 1]
+    labels = []
+    for agg in aggs:
+        parts = [model_label(agg.model)] if len({a.model for a in aggs}) > 1 else []
+        parts += [agg.task] if len({a.task for a in aggs}) > 1 else []
+        parts.append(arm_label(agg))
+        parts += [f"{name}={_setting(agg, key)}" for name, key in varying]
+        label = " ".join(parts)
+        labels.append(label if label not in labels else f"{label} #{labels.count(label) + 1}")
+    return labels
+
+
+def _half_widths(value: float, ci: tuple[float, float] | None) -> list[list[float]]:
+    if ci is None:
+        return [[0.0], [0.0]]
+    return [[max(value - ci[0], 0.0)], [max(ci[1] - value, 0.0)]]
+
+
+def plot_frontier(aggs: list[Aggregate], out_dir: Path) -> Path | None:
+    """Accuracy against forgetting, one point per fine-tuned cell (every seed) with both 95%
+    intervals: direct questions and each probe family (markers), one colour per arm/variant.
+    The frontier a team chooses on: how much accuracy each setting buys for what it forgets."""
+    tuned = [a for a in aggs if any(c.forgetting is not None for c in a.cells)]
+    if not tuned:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on clusters and CI
+    import matplotlib.pyplot as plt
+
+    tuned.sort(key=lambda a: (a.model, a.task, arm_label(a), str(a.cells[0].settings)))
+    families = probe_families(tuned)
+    series = ["direct", *families]
+    fig, ax = plt.subplots(figsize=(7.2, 4.8), dpi=120)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (agg, label) in enumerate(zip(tuned, _variant_labels(tuned), strict=True)):
+        color = colors[i % len(colors)]
+        for cell in agg.cells:
+            if cell.forgetting is None:
+                continue
+            xerr = _half_widths(cell.forgetting, cell.forgetting_ci95)
+            points = [(cell.acc, cell.acc_ci95)]
+            for family in families:
+                metrics = cell.probes.get(family)
+                ci = metrics.get("acc_ci95") if metrics else None
+                points.append(
+                    (None, None) if metrics is None else (metrics["acc"], tuple(ci) if ci else None)
+                )
+            for j, (acc, ci) in enumerate(points):
+                if acc is None:
+                    continue
+                ax.errorbar(
+                    [cell.forgetting], [acc], xerr=xerr, yerr=_half_widths(acc, ci),
+                    fmt=_MARKERS[j % len(_MARKERS)], color=color, capsize=2, alpha=0.85,
+                    label=label if j == 0 and cell is agg.cells[0] else None,
+                )  # fmt: skip
+    for j, name in enumerate(series):
+        ax.plot([], [], _MARKERS[j % len(_MARKERS)], color="gray", label=name)
+    ax.axvline(0.0, color="gray", linewidth=0.8, linestyle=":")
+    ax.set_xlabel("Forgetting (control-set accuracy lost vs base)")
+    ax.set_ylabel("Accuracy")
+    ax.set_title("Accuracy vs forgetting, per fine-tuned cell (95% intervals)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, loc="best")
+    return _save(fig, out_dir, "acc_vs_forgetting.png")

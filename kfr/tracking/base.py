@@ -70,18 +70,25 @@ def _number(value: Any) -> float | int | None:
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
-def flat_metrics(results: dict[str, Any]) -> dict[str, float | int]:
-    """results.json's metrics as flat numbers: acc, acc_ci95_low, ..., subject/<name>/acc."""
+def _flat_numbers(metrics: dict[str, Any]) -> dict[str, float | int]:
+    """The numbers of one metrics block; a two-element list is an interval (_low, _high)."""
     flat: dict[str, float | int] = {}
-    for key, value in results["metrics"].items():
-        if key == "per_subject":
-            continue
+    for key, value in metrics.items():
         if isinstance(value, list | tuple) and len(value) == 2:
             for suffix, bound in zip(("low", "high"), value, strict=True):
                 if (number := _number(bound)) is not None:
                     flat[f"{key}_{suffix}"] = number
         elif (number := _number(value)) is not None:
             flat[key] = number
+    return flat
+
+
+def flat_metrics(results: dict[str, Any]) -> dict[str, float | int]:
+    """results.json's metrics as flat numbers: acc, acc_ci95_low, ..., subject/<name>/acc,
+    probes/<family>/acc (and the family's interval, acc_norm, n, chance, recall)."""
+    flat = _flat_numbers(results["metrics"])
+    for family, metrics in (results["metrics"].get("probes") or {}).items():
+        flat |= {f"probes/{family}/{k}": v for k, v in _flat_numbers(metrics).items()}
     subjects = results["metrics"].get("per_subject") or {}
     if len(subjects) > 1:
         for subject, metrics in subjects.items():

@@ -37,6 +37,7 @@ WANDB_MODES = ("offline", "online", "disabled")
 # Columns of the predictions table, in this order when present in the predictions.
 _TABLE_COLUMNS = (
     "id",
+    "family",  # probe questions (kfr.cell.probes); direct questions leave it empty
     "subject",
     "answer",
     "prediction",

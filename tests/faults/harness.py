@@ -208,7 +208,9 @@ def check_outputs(sweep: Path, before: Snapshot) -> tuple[Snapshot, list[str]]:
         data = results.read_bytes()
         now.results[name] = (data, results.stat().st_mtime_ns)
         try:
-            n = json.loads(data)["metrics"]["n"]
+            metrics = json.loads(data)["metrics"]
+            # The direct questions, then each probe family's (records with "family").
+            n = metrics["n"] + sum(m["n"] for m in (metrics.get("probes") or {}).values())
             lines = (folder / "predictions.jsonl").read_bytes()
             records = [json.loads(line) for line in lines.splitlines()]
             assert len(records) == n, f"{len(records)} predictions for n={n}"

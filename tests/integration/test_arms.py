@@ -18,6 +18,7 @@ FEW = [
     "eval.bootstrap_samples=100",
     "retriever.k=1",
     "logger=none",
+    "eval.probes=[]",  # the direct questions only: probe families add 3x the scoring
 ]
 
 

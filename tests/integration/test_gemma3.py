@@ -33,6 +33,7 @@ def _config(cache, *overrides: str):
             "eval.progress=false",
             "eval.bootstrap_samples=200",
             "logger=none",
+            "eval.probes=[]",  # the direct questions only: probe families add 3x the scoring
             *overrides,
         ]
     )

@@ -17,7 +17,8 @@ pytestmark = pytest.mark.integration
 
 # Every fact type of the first 20 people (6 questions each): enough to separate RAG from base
 # by a wide margin, at half the cost of the full 240 questions.
-COMMON = ["eval.progress=false", "eval.bootstrap_samples=200", "data.limit=120"]
+# eval.probes=[]: the direct questions only (the probe families would add 3x the scoring).
+COMMON = ["eval.progress=false", "eval.bootstrap_samples=200", "data.limit=120", "eval.probes=[]"]
 
 
 @pytest.fixture(scope="module")

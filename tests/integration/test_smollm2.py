@@ -58,7 +58,8 @@ def test_smollm2_answers_well_known_facts(smollm2):
 
 
 def test_base_accuracy_on_novel_facts_is_near_chance(tmp_path, cache_dir):
-    cfg = compose_config([f"paths.cache_dir={cache_dir}", "eval.progress=false"])
+    # The direct questions only: probe families cost CI minutes here (tests/unit/test_probes_*).
+    cfg = compose_config([f"paths.cache_dir={cache_dir}", "eval.progress=false", "eval.probes=[]"])
     results = run_cell(cfg, tmp_path)
     acc = results.metrics["acc"]
     print(f"SmolLM2 base accuracy on novel_facts: {acc:.3f} (n={results.metrics['n']})")

@@ -143,4 +143,7 @@ def test_wheel_ships_conf_and_runs_a_cell_outside_the_checkout(tmp_path, cache_d
     (results_file,) = outputs.rglob("results.json")
     results = json.loads(results_file.read_text())
     assert results["metrics"]["n"] == 3
-    assert len((results_file.parent / "predictions.jsonl").read_text().splitlines()) == 3
+    lines = (results_file.parent / "predictions.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert sum("family" not in r for r in records) == 3  # then the probe families' questions
+    assert {r["family"] for r in records if "family" in r} == set(results["metrics"]["probes"])

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 
 import kfr.data.novel_facts as nf
 from kfr.cli.novel_facts import main
 from kfr.core.errors import UserError
+from kfr.data.cards import sha256_file
 from kfr.data.novel_facts import (
     ATTRIBUTES,
     DOMAINS,
     GENERATOR_VERSION,
+    MENTOR,
+    PROBE_FAMILIES,
     NovelFactsSpec,
     ensure_novel_facts,
     generate_novel_facts,
@@ -22,6 +26,13 @@ from kfr.data.novel_facts import (
 from kfr.data.readers import read_knowledge_base, read_paraphrases, read_questions
 
 FILES = ("knowledge.jsonl", "questions.jsonl", "paraphrases.jsonl", "card.json")
+PROBE_FILES = ("probes-reversal.jsonl", "probes-two_hop.jsonl", "probes-comparison.jsonl")
+# Version 1's files of the default spec: they must never change (cached sets, the paper table).
+V1_SHA256 = {
+    "knowledge.jsonl": "86bed383b30ca98efc7b4ba246627a7beaf86829e196cc28002e0fab79ccd01b",
+    "questions.jsonl": "ed8d27b9cc87ff592dab7c726b7cf2dbcd0ef0d1e80fd6885b4c1096eec7ab40",
+    "paraphrases.jsonl": "2f6dd76296f7235fc7f91f62e2b965333fab881be403ffcd7fb203eb71b946d8",
+}
 FAMOUS = (
     "Albert Einstein",
     "Marie Curie",
@@ -52,6 +63,50 @@ def test_same_spec_gives_identical_files_and_another_seed_differs(tmp_path):
     assert a == b
     for name in ("knowledge.jsonl", "questions.jsonl", "paraphrases.jsonl"):
         assert a[name] != c[name]
+    for name in PROBE_FILES:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def test_version_1_files_are_byte_identical_to_the_original_generator(tmp_path):
+    paths = write_novel_facts(NovelFactsSpec(version=1), tmp_path)
+    assert {name: sha256_file(tmp_path / name) for name in V1_SHA256} == V1_SHA256
+    assert not any((tmp_path / name).exists() for name in PROBE_FILES)
+    card = json.loads(paths["card"].read_text(encoding="utf-8"))
+    assert card["version"] == 1 and card["sha256"] == V1_SHA256 and "probes" not in card["counts"]
+
+
+def test_version_2_keeps_the_direct_questions_and_adds_a_mentor(tmp_path):
+    write_novel_facts(NovelFactsSpec(version=1), tmp_path / "v1")
+    paths = write_novel_facts(NovelFactsSpec(), tmp_path / "v2")
+    v1, v2 = tmp_path / "v1", tmp_path / "v2"
+    assert (v2 / "questions.jsonl").read_bytes() == (v1 / "questions.jsonl").read_bytes()
+    old, new = read_knowledge_base(v1 / "knowledge.jsonl"), read_knowledge_base(paths["knowledge"])
+    by_name = {d.title: d for d in new}
+    for before, after in zip(old, new, strict=True):
+        facts = dict(after.meta["facts"])
+        mentor = facts.pop(MENTOR)
+        assert {**after.meta, "facts": facts} == before.meta  # version 1's facts, unchanged
+        assert after.text.startswith(before.text + " ") and mentor in after.text
+        assert mentor != after.title
+        # no two people mentor each other
+        assert by_name[mentor].meta["facts"][MENTOR] != after.title
+    old_paraphrases = read_paraphrases(v1 / "paraphrases.jsonl")
+    for document in new:
+        mentor = document.meta["facts"][MENTOR]
+        texts = read_paraphrases(paths["paraphrases"])[document.id]
+        assert len(set(texts)) == len(texts) == len(old_paraphrases[document.id])
+        for text, before in zip(texts, old_paraphrases[document.id], strict=True):
+            sentences = text.split(". ")
+            assert len(sentences) == len(ATTRIBUTES) + 1
+            assert sum(mentor in s for s in sentences) == 1
+            assert sorted(s.rstrip(".") for s in sentences if mentor not in s) == sorted(
+                s.rstrip(".") for s in before.split(". ")
+            )
+    card = json.loads(paths["card"].read_text(encoding="utf-8"))
+    assert set(card["sha256"]) == {*V1_SHA256, *PROBE_FILES}
+    assert card["counts"]["probes"] == {
+        family: len(read_questions(v2 / f"probes-{family}.jsonl")) for family in PROBE_FAMILIES
+    }
 
 
 def test_counts_ids_and_card(tmp_path, default_data):
@@ -62,12 +117,12 @@ def test_counts_ids_and_card(tmp_path, default_data):
     assert default_data.questions[0].id == "person-0001-birth_city"
     paths = write_novel_facts(spec, tmp_path)
     card = json.loads(paths["card"].read_text(encoding="utf-8"))
-    assert card["version"] == GENERATOR_VERSION
-    assert card["spec"] == {"n_entities": 40, "seed": 0, "n_paraphrases": 8}
+    assert card["version"] == GENERATOR_VERSION == 2
+    assert card["spec"] == {"n_entities": 40, "seed": 0, "n_paraphrases": 8, "version": 2}
     assert card["counts"]["documents"] == 40
     assert card["counts"]["questions"] == 240
     assert card["counts"]["paraphrases"] == 320
-    assert set(card["sha256"]) == {"knowledge.jsonl", "questions.jsonl", "paraphrases.jsonl"}
+    assert set(card["sha256"]) == {*V1_SHA256, *PROBE_FILES}
     # The files pass the readers' validation and give back what was generated.
     documents = read_knowledge_base(paths["knowledge"])
     assert documents == default_data.documents
@@ -93,6 +148,7 @@ def test_every_answer_is_stated_in_its_source_document(default_data):
         answer = q.choices[q.answer]
         assert answer in documents[source].text
         assert documents[source].meta["facts"][q.subject] == answer
+        assert documents[source].meta["facts"][MENTOR] not in q.question
         assert documents[source].title in q.question
         assert q.question.endswith("?")
 
@@ -133,7 +189,7 @@ def test_paraphrases_state_every_fact_and_are_distinct(default_data):
         for paraphrase in paraphrases:
             # Surnames repeat across entities: every sentence names the person in full.
             sentences = paraphrase.split(". ")
-            assert len(sentences) == len(ATTRIBUTES)
+            assert len(sentences) == len(ATTRIBUTES) + 1  # and the mentor
             assert all(document.title in sentence for sentence in sentences)
             for value in document.meta["facts"].values():
                 assert value in paraphrase
@@ -161,6 +217,8 @@ def test_zero_paraphrases():
         ({"n_paraphrases": -1}, "n_paraphrases"),
         ({"seed": "0"}, "seed"),
         ({"n_entities": True}, "n_entities"),
+        ({"version": 3}, "version"),
+        ({"version": 0}, "version"),
     ],
 )
 def test_bad_spec(kwargs, field):
@@ -172,6 +230,9 @@ def test_ensure_builds_once_and_reuses(tmp_path, monkeypatch):
     spec = NovelFactsSpec(n_entities=6, n_paraphrases=2, seed=3)
     directory = ensure_novel_facts(spec, tmp_path)
     assert directory == tmp_path / f"novel_facts-v{GENERATOR_VERSION}-6e-2p-seed3"
+    assert (
+        ensure_novel_facts(replace(spec, version=1), tmp_path).name == "novel_facts-v1-6e-2p-seed3"
+    )
     assert all((directory / name).is_file() for name in FILES)
     mtimes = {name: (directory / name).stat().st_mtime_ns for name in FILES}
 
@@ -189,6 +250,9 @@ def test_main_writes_files(tmp_path, capsys):
     assert all((out / name).is_file() for name in FILES)
     assert "5 documents" in capsys.readouterr().out
     assert len(read_questions(out / "questions.jsonl")) == 30
+    assert all((out / name).is_file() for name in PROBE_FILES)
+    assert main(["--out", str(tmp_path / "v1"), "--entities", "5", "--version", "1"]) == 0
+    assert not (tmp_path / "v1" / PROBE_FILES[0]).exists()
 
 
 def test_main_bad_spec_exits_2(tmp_path, capsys):

@@ -92,7 +92,7 @@ def test_max_overlap_is_fast_on_ten_thousand_by_a_thousand_questions():
 
 
 def test_training_templates_are_not_the_evaluation_phrasings():
-    for attribute in ATTRIBUTES:
+    for attribute in TRAINING_QUESTION_TEMPLATES:  # every fact and the mentor
         templates = TRAINING_QUESTION_TEMPLATES[attribute]
         assert len(templates) >= 4 and len(set(templates)) == len(templates)
         for other in ATTRIBUTES:
@@ -110,7 +110,8 @@ def test_template_pairs_are_deterministic_and_respect_per_fact(default_data):
     pairs = training_pairs(documents, 2, seed=0)
     assert pairs == training_pairs(documents, 2, seed=0)
     assert pairs != training_pairs(documents, 2, seed=1)  # another seed, other phrasings
-    assert len(pairs) == 2 * len(ATTRIBUTES) * len(documents)
+    # every fact and (version 2) the mentor
+    assert len(pairs) == 2 * (len(ATTRIBUTES) + 1) * len(documents)
     assert len({p.id for p in pairs}) == len(pairs)
     first = documents[0]
     mine = [p for p in pairs if p.doc_id == first.id]
@@ -135,7 +136,7 @@ def test_template_pairs_never_reword_the_real_evaluation_set(default_data):
 def test_template_source_reports_the_overlap_in_stats(default_data):
     data = EvalData(default_data.questions, None, default_data.documents, "q", "k", None)
     result = training_qa_pairs(qa_cfg("qa=template"), data, "unused")
-    assert len(result.pairs) == 3 * len(ATTRIBUTES) * len(default_data.documents)
+    assert len(result.pairs) == 3 * (len(ATTRIBUTES) + 1) * len(default_data.documents)
     assert result.stats["source"] == "template" and result.stats["pairs"] == len(result.pairs)
     assert result.stats["documents"] == len(default_data.documents)
     assert result.stats["max_5gram_overlap"] < 0.5
@@ -214,6 +215,7 @@ def test_a_close_paraphrase_of_an_evaluation_question_is_refused(tmp_path):
         training_qa_pairs(qa_cfg("qa=file", f"qa.file={path}"), data, "unused")
     assert err.value.field == "qa.max_overlap"
     assert close["question"] in str(err.value) and target.question in str(err.value)
+    assert str(err.value).startswith(f"{path}:1: ")  # the offending record's file and line
     # A third of the 5-grams: allowed by the default threshold, refused by a stricter one.
     partial = _pair(doc_id=data.documents[0].id, question=f"Which city was {name} from?")
     path = _write_lines(tmp_path / "partial.jsonl", [partial])

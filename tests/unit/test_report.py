@@ -12,7 +12,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from kfr.cli.report import main as report_main
-from kfr.report import build_report
+from kfr.report import build_report, write_report
 from kfr.report.paper import PAPER_TABLE1, PAPER_TABLE2
 from tests.conftest import REPO_ROOT, compose_config
 
@@ -286,3 +286,117 @@ def test_arms_table_shows_every_arm_with_forgetting_categories_and_mcnemar(tmp_p
     record = next(r for r in table.records if r["arm"] == "QA-FT")
     assert record["vs_ft_reg_p"] < 1e-9 and record["forgetting"] == 0.05
     assert dict(zip(header, rows["Base"], strict=True))["vs FT-reg"] == "—"
+
+
+def _with_probes(folder: Path, probes: dict[str, float], forgetting: float | None = None) -> None:
+    results = json.loads((folder / "results.json").read_text())
+    results["metrics"]["probes"] = {
+        family: {"n": 100, "acc": acc, "acc_ci95": [acc - 0.05, acc + 0.05], "chance": 0.25}
+        for family, acc in probes.items()
+    }
+    if forgetting is not None:
+        results["metrics"] |= {
+            "forgetting": forgetting,
+            "forgetting_ci95": [forgetting - 0.01, forgetting + 0.01],
+        }
+    (folder / "results.json").write_text(json.dumps(results))
+
+
+def _family_predictions(folder: Path, direct: list[bool], reversal: list[bool]) -> None:
+    lines = [{"id": f"q{i}", "correct": c} for i, c in enumerate(direct)]
+    # Probe ids that collide with direct ones must still never be paired with them.
+    lines += [{"id": f"q{i}", "correct": c, "family": "reversal"} for i, c in enumerate(reversal)]
+    (folder / "predictions.jsonl").write_text("\n".join(map(json.dumps, lines)) + "\n")
+
+
+def test_probe_families_get_arms_columns_a_best_arm_table_and_the_frontier_plot(tmp_path):
+    common = {"model": "smollm2_135m", "data": "novel_facts"}
+    base = write_cell(tmp_path, **common, method="base", acc=0.25)
+    rag = write_cell(tmp_path, **common, method="rag", k=3, acc=0.80)
+    reg = write_cell(tmp_path, **common, method="ft", acc=0.36)
+    qa = [write_cell(tmp_path, **common, method="qa_ft", acc=0.9, seed=s) for s in (0, 1)]
+    _with_probes(base, {"reversal": 0.20, "comparison": 0.50})
+    _with_probes(rag, {"reversal": 0.51, "comparison": 0.49})
+    _with_probes(reg, {"reversal": 0.24, "comparison": 0.45}, forgetting=0.02)
+    _with_probes(qa[0], {"reversal": 0.21, "comparison": 0.41}, forgetting=0.06)
+    _with_probes(qa[1], {"reversal": 0.23, "comparison": 0.43}, forgetting=0.05)
+    # RAG vs Base on reversal: 40 gained, 9 lost (direct records say the opposite).
+    _family_predictions(rag, [False] * 100, [True] * 40 + [False] * 9 + [True] * 11 + [False] * 40)
+    _family_predictions(base, [True] * 100, [False] * 40 + [True] * 9 + [True] * 11 + [False] * 40)
+    report = build_report([tmp_path])
+    (arms,) = [t for t in report.tables if t.name == "arms"]
+    assert arms.header[4:7] == ["Acc", "Acc reversal", "Acc comparison"]
+    rows = {row[2]: dict(zip(arms.header, row, strict=True)) for row in arms.rows}
+    assert rows["RAG"]["Acc reversal"] == "0.510±0.050"  # one seed: bootstrap over questions
+    # Two seeds: mean ± t(0.975, 1) * sd / sqrt(2) = 12.706 * 0.01 = 0.127.
+    assert rows["QA-FT"]["Acc reversal"] == "0.220±0.127"
+    qa_record = next(r for r in arms.records if r["arm"] == "QA-FT")
+    assert qa_record["acc_comparison"] == pytest.approx(0.42)
+
+    (probes,) = [t for t in report.tables if t.name == "probes"]
+    assert probes.header == [
+        "Model", "Task", "Shots", "Family", "Chance", "Best arm", "Acc", "Next best", "Margin",
+        "Best vs next",
+    ]  # fmt: skip
+    by_family = {row[3]: row for row in probes.rows}
+    assert by_family["reversal"][5:10] == ["RAG K=3", "0.510", "FT-reg 0.240", "+0.270", "—"]
+    # Only Base has paired reversal records besides RAG: no McNemar against FT-reg.
+    assert by_family["comparison"][5:9] == ["Base", "0.500", "RAG K=3 0.490", "+0.010"]
+    record = next(r for r in probes.records if r["family"] == "reversal")
+    assert record["best_arm"] == "RAG K=3" and record["margin"] == pytest.approx(0.27)
+
+    out = write_report(report, tmp_path / "report")
+    assert (out / "acc_vs_forgetting.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = (out / "report.md").read_text()
+    assert "### Probe families: the best arm per family" in text and "acc_vs_forgetting" in text
+    cells = list(csv.DictReader((out / "cells.csv").open()))
+    assert {c["acc_reversal"] for c in cells} >= {"0.51", "0.2"}
+
+
+def test_mcnemar_on_probe_records_is_never_mixed_with_the_direct_questions(tmp_path):
+    common = {"model": "smollm2_135m", "data": "novel_facts"}
+    base = write_cell(tmp_path, **common, method="base", acc=0.25)
+    rag = write_cell(tmp_path, **common, method="rag", k=3, acc=0.80)
+    _with_probes(base, {"reversal": 0.20})
+    _with_probes(rag, {"reversal": 0.51})
+    _family_predictions(rag, [False] * 100, [True] * 40 + [False] * 9 + [True] * 11 + [False] * 40)
+    _family_predictions(base, [True] * 100, [False] * 40 + [True] * 9 + [True] * 11 + [False] * 40)
+    (probes,) = [t for t in build_report([tmp_path]).tables if t.name == "probes"]
+    (row,) = probes.rows
+    assert row[5] == "RAG K=3" and row[7] == "Base 0.200"
+    assert row[9].startswith("40/9, p=") and row[9].endswith("(seed 0)")
+    (record,) = probes.records
+    assert record["mcnemar_gained"] == 40 and record["mcnemar_lost"] == 9
+    assert record["mcnemar_p"] < 1e-4
+
+
+def test_results_without_probes_report_as_before(sweep, tmp_path):
+    report = build_report([sweep])
+    assert not [t for t in report.tables if t.name in ("probes", "arms")]
+    out = write_report(report, tmp_path / "out")
+    assert not (out / "acc_vs_forgetting.png").exists()
+
+
+def test_two_hop_retrieval_and_reverse_qa_are_arms_of_their_own(tmp_path):
+    common = {"model": "smollm2_135m", "data": "novel_facts"}
+    one = write_cell(tmp_path, **common, method="rag", k=3, acc=0.90)
+    two = write_cell(tmp_path / "hops", **common, method="rag", k=3, acc=0.90)
+    results = json.loads((two / "results.json").read_text())
+    results["config"]["retriever"]["hops"] = 2
+    results["config_hash"] = "h-hops"
+    (two / "results.json").write_text(json.dumps(results))
+    qa = write_cell(tmp_path, **common, method="qa_ft", acc=0.9)
+    reverse = write_cell(tmp_path, **common, method="qa_ft_reverse", acc=0.9)
+    _with_probes(one, {"two_hop": 0.30})
+    _with_probes(two, {"two_hop": 0.70})
+    _with_probes(qa, {"two_hop": 0.25}, forgetting=0.05)
+    _with_probes(reverse, {"two_hop": 0.25}, forgetting=0.05)
+    report = build_report([tmp_path])
+    (arms,) = [t for t in report.tables if t.name == "arms"]
+    assert [row[2] for row in arms.rows] == ["RAG", "RAG hops=2", "QA-FT", "QA-FT+reverse"]
+    (probes,) = [t for t in report.tables if t.name == "probes"]
+    (row,) = probes.rows
+    assert row[5:9] == ["RAG hops=2 K=3", "0.700", "RAG K=3 0.300", "+0.400"]
+    out = write_report(report, tmp_path / "report")
+    cells = {c["method"] + c.get("hops", ""): c for c in csv.DictReader((out / "cells.csv").open())}
+    assert cells["rag2"]["hops"] == "2" and "finetune_hops" not in cells["rag2"]

@@ -207,3 +207,20 @@ def test_a_full_disk_stops_the_sweep_with_exit_code_2_instead_of_failing_each_ce
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"kfr: error: {tmp_path / 'cell' / 'results.json'}")
     assert "no space left" in err[0] and not (tmp_path / "cell" / "failed.json").exists()
+
+
+def test_the_sweep_summary_prints_accuracy_per_probe_family(tmp_path, capsys):
+    from kfr.sweeps.summary import SweepSummary
+    from tests.unit.test_report import _with_probes, write_cell
+
+    common = {"model": "smollm2_135m", "data": "novel_facts"}
+    _with_probes(write_cell(tmp_path, **common, method="rag", k=3, acc=0.8), {"reversal": 0.51})
+    qa_ft = write_cell(tmp_path, **common, method="qa_ft", acc=0.9)
+    _with_probes(qa_ft, {"reversal": 0.21}, forgetting=0.06)
+    SweepSummary(report=True, print_report=True)._summarise(tmp_path)
+    printed = capsys.readouterr().out
+    assert "2 cells, 2 with results" in printed
+    header = next(line for line in printed.splitlines() if line.startswith("| Model | Task | Arm"))
+    assert "| Acc | Acc reversal | Seeds |" in header
+    assert "| reversal | 0.250 | RAG K=3 | 0.510 | QA-FT 0.210 | +0.300 |" in printed
+    assert (tmp_path / "report" / "acc_vs_forgetting.png").is_file()

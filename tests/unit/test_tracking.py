@@ -23,6 +23,10 @@ RESULTS = {
         "chance": 0.25,
         "recall_at_k": 0.9,
         "per_subject": {"a": {"n": 3, "acc": 0.4}, "b": {"n": 3, "acc": 0.6}},
+        "probes": {
+            "reversal": {"n": 4, "acc": 0.25, "acc_ci95": [0.0, 0.75], "chance": 0.25},
+            "two_hop": {"n": 4, "acc": 0.5, "acc_ci95": [0.0, 1.0], "recall_at_k": 0.5},
+        },
     },
     "timings": {"total_s": 1.5},
 }
@@ -45,6 +49,10 @@ def test_run_names_tags_and_flat_metrics():
     assert flat["acc"] == 0.5 and flat["acc_ci95_low"] == 0.25 and flat["acc_ci95_high"] == 0.75
     assert flat["recall_at_k"] == 0.9 and flat["subject/b/acc"] == 0.6
     assert flat["timings/total_s"] == 1.5 and "per_subject" not in flat
+    # Each probe family's numbers under probes/<family>/, never mixed with the direct ones.
+    assert flat["probes/reversal/acc"] == 0.25 and flat["probes/reversal/acc_ci95_high"] == 0.75
+    assert flat["probes/two_hop/recall_at_k"] == 0.5 and flat["probes/reversal/chance"] == 0.25
+    assert "probes" not in flat and flat["acc"] == 0.5
 
 
 def test_csv_logger_and_wandb_off_fallback(tmp_path, monkeypatch):
@@ -56,6 +64,7 @@ def test_csv_logger_and_wandb_off_fallback(tmp_path, monkeypatch):
         training_loggers = tracker.training_loggers()
     (row,) = csv.DictReader((tmp_path / "metrics.csv").open())
     assert row["group"] == "study" and row["job_type"] == "base" and row["acc"] == "0.5"
+    assert row["probes/reversal/acc"] == "0.25" and row["probes/two_hop/acc"] == "0.5"
     assert row["tags"] == "base smollm2_135m novel_facts"
     assert training_loggers == []
     none_dir = tmp_path / "none"
@@ -95,6 +104,7 @@ def test_wandb_offline_runs_hold_config_group_tags_and_summary(tmp_path, monkeyp
     assert run.config["config_hash"]
     assert run.summary["acc"] == 0.5 and run.summary["acc_ci95_low"] == 0.25
     assert run.summary["recall_at_k"] == 0.9 and run.summary["predictions"]["nrows"] == 1
+    assert run.summary["probes/reversal/acc"] == 0.25
     assert run.exit_code == 0
     (failed_run,) = (failed_dir / "wandb").glob("offline-run-*")
     failed = read_finished_run(failed_run)
