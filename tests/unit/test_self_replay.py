@@ -42,6 +42,7 @@ def _cfg(cache_dir, *overrides):
                 "method=qa_ft",
                 "qa=template",
                 "qa.per_fact=1",
+                "data.novel_facts.n_entities=4",  # 28 QA pairs: a few replay texts to sample
                 "eval.progress=false",
                 f"paths.cache_dir={cache_dir}",
                 *overrides,
