@@ -30,7 +30,8 @@ def test_qa_ft_learns_the_facts_and_reports_forgetting_on_the_embedded_control_s
     m, ft = results.metrics, results.finetune
     print(f"qa_ft acc {m['acc']:.3f} forgetting {m['forgetting']:+.3f} (n={m['control_n']})")
     assert m["n"] == 24 and m["acc"] >= 0.5  # chance is 0.25; base SmolLM2 ~0.23
-    assert ft["qa"]["max_5gram_overlap"] < 0.5 and ft["qa"]["pairs"] == 72
+    # 4 people x 7 facts (generator version 2 adds the mentor) x 3 template questions
+    assert ft["qa"]["max_5gram_overlap"] < 0.5 and ft["qa"]["pairs"] == 84
     assert m["control_n"] >= 50 and m["control_base_acc"] == 1.0
     assert -1 <= m["forgetting"] <= 1 and results.analysis["source"] == "embedded"
 
