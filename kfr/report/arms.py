@@ -30,10 +30,13 @@ _NEW = {"qa_ft": "QA-FT", "qa_ft_reverse": "QA-FT+reverse", "distill": "Distill"
 
 def arm_label(agg: Aggregate) -> str:
     """What the paper and METHODS.md call this aggregate's arm (+ its fine-tuning mode when it
-    is not full fine-tuning, e.g. "QA-FT (lora)", and "hops=2" for two-hop retrieval)."""
+    is not full fine-tuning, e.g. "QA-FT (lora)", "replay=0.5" when it trained with replay
+    texts, and "hops=2" for two-hop retrieval): settings that are their own frontier points."""
     settings = agg.cells[0].settings
     mode = settings.get("mode")
     suffix = f" ({mode})" if mode and mode != "full" else ""
+    if settings.get("replay_ratio"):  # finetune.replay_ratio > 0: a point of its own
+        suffix += f" replay={settings['replay_ratio']:g}"
     if settings.get("hops", 1) > 1:  # retriever.hops=2: its own arm beside one-hop retrieval
         suffix += f" hops={settings['hops']}"
     return _base_label(agg) + suffix

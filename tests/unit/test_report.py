@@ -400,3 +400,17 @@ def test_two_hop_retrieval_and_reverse_qa_are_arms_of_their_own(tmp_path):
     out = write_report(report, tmp_path / "report")
     cells = {c["method"] + c.get("hops", ""): c for c in csv.DictReader((out / "cells.csv").open())}
     assert cells["rag2"]["hops"] == "2" and "finetune_hops" not in cells["rag2"]
+
+
+def test_a_replay_setting_is_a_frontier_point_of_its_own(tmp_path):
+    common = {"model": "smollm2_135m", "data": "novel_facts", "method": "qa_ft"}
+    plain = write_cell(tmp_path, **common, acc=0.86)
+    replay = write_cell(tmp_path / "replay", **common, acc=0.72)
+    results = json.loads((replay / "results.json").read_text())
+    results["config"].setdefault("finetune", {})["replay_ratio"] = 0.5
+    results["config_hash"] = "h-replay"
+    (replay / "results.json").write_text(json.dumps(results))
+    _with_probes(plain, {"two_hop": 0.13}, forgetting=0.047)
+    _with_probes(replay, {"two_hop": 0.25}, forgetting=0.031)
+    (arms,) = [t for t in build_report([tmp_path]).tables if t.name == "arms"]
+    assert sorted(row[2] for row in arms.rows) == ["QA-FT", "QA-FT replay=0.5"]
