@@ -97,8 +97,8 @@ def plot_curves(aggs: list[Aggregate], axis: str, out_dir: Path) -> Path | None:
     return _save(fig, out_dir, filename)
 
 
+# Settings a legend names where they differ; the mode, replay and hops are in arm_label already.
 _SETTINGS = (("K", "k"), ("p", "paraphrases"), ("lr", "lr"), ("epochs", "epochs"))
-_SETTINGS += (("replay", "replay_ratio"),)
 _MARKERS = ("o", "s", "^", "v", "D", "P", "X")  # direct questions first, then each probe family
 
 
