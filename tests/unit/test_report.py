@@ -377,14 +377,21 @@ def test_results_without_probes_report_as_before(sweep, tmp_path):
     assert not (out / "acc_vs_forgetting.png").exists()
 
 
+def _reconfigured(cell, section: str, **values):
+    """The cell's results as if run with ``section.key=value`` (a setting of its own: new hash)."""
+    results = json.loads((cell / "results.json").read_text())
+    results["config"].setdefault(section, {}).update(values)
+    results["config_hash"] = f"h-{section}-{sorted(values.items())}"
+    (cell / "results.json").write_text(json.dumps(results))
+    return cell
+
+
 def test_two_hop_retrieval_and_reverse_qa_are_arms_of_their_own(tmp_path):
     common = {"model": "smollm2_135m", "data": "novel_facts"}
     one = write_cell(tmp_path, **common, method="rag", k=3, acc=0.90)
-    two = write_cell(tmp_path / "hops", **common, method="rag", k=3, acc=0.90)
-    results = json.loads((two / "results.json").read_text())
-    results["config"]["retriever"]["hops"] = 2
-    results["config_hash"] = "h-hops"
-    (two / "results.json").write_text(json.dumps(results))
+    two = _reconfigured(
+        write_cell(tmp_path / "hops", **common, method="rag", k=3, acc=0.90), "retriever", hops=2
+    )
     qa = write_cell(tmp_path, **common, method="qa_ft", acc=0.9)
     reverse = write_cell(tmp_path, **common, method="qa_ft_reverse", acc=0.9)
     _with_probes(one, {"two_hop": 0.30})
@@ -405,11 +412,9 @@ def test_two_hop_retrieval_and_reverse_qa_are_arms_of_their_own(tmp_path):
 def test_a_replay_setting_is_a_frontier_point_of_its_own(tmp_path):
     common = {"model": "smollm2_135m", "data": "novel_facts", "method": "qa_ft"}
     plain = write_cell(tmp_path, **common, acc=0.86)
-    replay = write_cell(tmp_path / "replay", **common, acc=0.72)
-    results = json.loads((replay / "results.json").read_text())
-    results["config"].setdefault("finetune", {})["replay_ratio"] = 0.5
-    results["config_hash"] = "h-replay"
-    (replay / "results.json").write_text(json.dumps(results))
+    replay = _reconfigured(
+        write_cell(tmp_path / "replay", **common, acc=0.72), "finetune", replay_ratio=0.5
+    )
     _with_probes(plain, {"two_hop": 0.13}, forgetting=0.047)
     _with_probes(replay, {"two_hop": 0.25}, forgetting=0.031)
     (arms,) = [t for t in build_report([tmp_path]).tables if t.name == "arms"]
