@@ -3,8 +3,9 @@ the cell folders under a sweep directory.
 
 A folder holds ``results.json`` when the cell finished (written last, atomically, by
 :mod:`kfr.cell.run`), ``failed.json`` (the error) when it failed, and only Hydra's ``.hydra/``
-when it started and never ended (killed, timed out, or still running). Sweeps (which write
-``failed.json``) and the report (which reads all three) both go through this module.
+when it started and never ended (killed, timed out, or still running); a ``results.json`` that
+does not parse as a kfr result (truncated, damaged) makes the folder "unreadable". Sweeps
+(which write ``failed.json``) and the report (which reads all three) both go through this module.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from kfr.core.storage import atomic_write_json
 
 RESULTS_FILE = "results.json"
 PREDICTIONS_FILE = "predictions.jsonl"
+# Per control question (fine-tuned cells): base and cell correctness, log P change, KL.
+CONTROL_FILE = "control.jsonl"
 FAILED_FILE = "failed.json"
 HYDRA_DIR = ".hydra"
 # Folders inside a cell folder that never hold other cells.
@@ -73,7 +76,7 @@ class CellFolder:
     """One cell folder of a sweep (or a single run's directory) and what it holds."""
 
     path: Path
-    status: str  # complete | failed | incomplete
+    status: str  # complete | failed | incomplete | unreadable (results.json damaged)
     results: dict[str, Any] | None = None
     failure: dict[str, Any] | None = None
     overrides: list[str] | None = None
@@ -113,6 +116,10 @@ def read_cell_folder(folder: Path) -> CellFolder | None:
     results = _read_json(results_path) if results_path.is_file() else None
     if results is not None and "metrics" in results:
         return CellFolder(folder, "complete", results=results, overrides=overrides)
+    if results_path.is_file():
+        # There and written last, atomically: a file that does not parse was damaged after the
+        # cell finished (a truncated copy, a full disk), not a cell still running.
+        return CellFolder(folder, "unreadable", overrides=overrides)
     failure = _read_json(failed_path) if failed_path.is_file() else None
     if failure is not None:
         return CellFolder(folder, "failed", failure=failure, overrides=overrides)
@@ -149,12 +156,14 @@ def format_failures(
             key = ("FAILED", f"{failure.get('error', '?')}: {failure.get('message', '')}")
         elif cell.status == "incomplete":
             key = ("NO RESULT", "started, never finished (killed, timed out or still running)")
+        elif cell.status == "unreadable":
+            key = ("UNREADABLE", f"{RESULTS_FILE} is damaged (not a JSON kfr result)")
         else:
             continue
         groups.setdefault(key, []).append(cell)
     lines = []
     for (status, what), members in groups.items():
-        detail = FAILED_FILE if status == "FAILED" else ""
+        detail = {"FAILED": FAILED_FILE, "UNREADABLE": RESULTS_FILE}.get(status, "")
         if len(members) <= examples:
             lines += [f"{bullet}{status} {c.label}: {what}  [{c.path / detail}]" for c in members]
             continue

@@ -110,6 +110,8 @@ class CellResults:
             f"  acc_norm {m['acc_norm']:.3f}  95% CI [{m['acc_norm_ci95'][0]:.3f}, "
             f"{m['acc_norm_ci95'][1]:.3f}]",
         ]
+        if m.get("acc_pmi") is not None:
+            lines.append(f"  acc_pmi  {m['acc_pmi']:.3f}  {_ci(m.get('acc_pmi_ci95'))}")
         if m.get("recall_at_k") is not None:
             k = (self.retrieval or {}).get("k")
             recall = f"  recall@{k} {m['recall_at_k']:.3f}"
@@ -121,6 +123,11 @@ class CellResults:
                 f"(control set: base {m['control_base_acc']:.3f}, now {m['control_acc']:.3f}, "
                 f"n={m['control_n']})"
             )
+            for key, label in (("control_logp_change", "Δlog P"), ("control_kl", "KL")):
+                if m.get(key) is not None:
+                    lines.append(
+                        f"  control {label} {m[key]:+.4f}  {_ci(m.get(key + '_ci95'), '+.4f')}"
+                    )
         if m.get("per_category"):
             known = [
                 f"{name} {c['acc']:.3f} (n={c['n']})"
@@ -148,5 +155,17 @@ class CellResults:
             )
             if fm.get("recall_at_k") is not None:
                 line += f"  recall@{k} {fm['recall_at_k']:.3f}"
+            if fm.get("acc_pmi") is not None:
+                line += f"  acc_pmi {fm['acc_pmi']:.3f}"
             lines.append(line)
+            for name in sorted(n for n in fm if f"{n}_ci95" in fm and f"{n}_n" in fm):
+                if fm[name] is not None:
+                    interval = _ci(fm[name + "_ci95"])
+                    lines.append(f"      {name} {fm[name]:.3f}  {interval}  n={fm[name + '_n']}")
         return lines
+
+
+def _ci(pair, spec: str = ".3f") -> str:
+    if not pair:
+        return ""
+    return f"95% CI [{pair[0]:{spec}}, {pair[1]:{spec}}]"

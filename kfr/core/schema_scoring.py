@@ -63,8 +63,10 @@ class NovelFactsConfig:
     n_paraphrases: int = ranged(8, ge=0, le=100)  # template paraphrases generated per document
     # Generator version: 2 = 1's documents, questions and paraphrases plus a mentor per person
     # (a sentence in each document and paraphrase) and the probe files (reversal, two_hop,
-    # comparison); 1 = the original files, byte for byte (the paper table's numbers).
-    version: int = ranged(2, ge=1, le=2)
+    # comparison); 1 = the original files, byte for byte (the paper table's numbers); 3 = 2's
+    # files with probes that measure what they name (kfr.data.probes_v3: lure-free two_hop and
+    # two_hop_lure, mentor, balanced comparison, reversal and reversal_two_cue apart).
+    version: int = ranged(3, ge=1, le=3)
 
 
 @dataclass
@@ -182,7 +184,14 @@ class EvalConfig:
     # experiment=arms turns it on.
     known_prompts: int = ranged(0, ge=0)
     # Probe families scored after the direct questions, each with its own accuracy (questions in
-    # forms the training data never uses: reversal, two_hop, comparison; kfr.cell.probes).
-    # null = every family the data offers (the generated novel-facts set: all three; other
-    # data: none); [] = none; a list = those (one the data cannot produce is an error).
-    probes: list[str] | None = None
+    # forms the training data never uses, kfr.cell.probes; the generated novel-facts set version
+    # 3: reversal, reversal_two_cue, two_hop, two_hop_lure, mentor, comparison). [] = none (the
+    # default: a single cell stays quick; experiment=probes, arms and frontier set null);
+    # null = every family the data offers; a list = those (one the data cannot produce is an
+    # error).
+    probes: list[str] | None = field(default_factory=list)
+    # Oracle context: every question (direct and probe) gets the knowledge-base documents its
+    # source_ids name as passages, in that order, instead of retrieved ones: what the model does
+    # with exactly the facts it needs (e.g. can it compare two birth years it is shown?). For
+    # methods that do not retrieve; every question needs source_ids.
+    oracle: bool = False

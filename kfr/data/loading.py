@@ -22,7 +22,7 @@ from kfr.core.schema import DataConfig
 from kfr.data.cards import find_card
 from kfr.data.mmlu import is_mmlu_source, load_mmlu, parse_subjects, write_mmlu_card
 from kfr.data.novel_facts import NovelFactsSpec, ensure_novel_facts
-from kfr.data.probes import PROBE_FAMILIES, probe_file_name
+from kfr.data.probes import FAMILIES_BY_VERSION, probe_file_name
 from kfr.data.readers import (
     load_hf_questions,
     read_knowledge_base,
@@ -90,7 +90,8 @@ def load_eval_data(cfg: DataConfig, cache_dir: str | Path, *, need_knowledge: bo
         )
         data_dir = ensure_novel_facts(spec, Path(cache_dir) / "data")
         if spec.version >= 2:
-            probe_paths = {f: data_dir / probe_file_name(f) for f in PROBE_FAMILIES}
+            families = FAMILIES_BY_VERSION[spec.version]
+            probe_paths = {f: data_dir / probe_file_name(f) for f in families}
         questions_source = questions_source or str(data_dir / "questions.jsonl")
         knowledge_source = knowledge_source or str(data_dir / "knowledge.jsonl")
     if not questions_source:

@@ -49,12 +49,13 @@ from kfr.data.novel_facts_tables import (
 )
 from kfr.data.paraphrases import write_paraphrases_jsonl
 from kfr.data.probes import PROBE_FAMILIES, generate_probes, probe_file_name
+from kfr.data.probes_v3 import MAKERS_V3
 from kfr.data.questions import write_questions_jsonl
 from kfr.data.schema import Document, QaPair, Question
 
 GENERATOR_NAME = "kfr.data.novel_facts"
-GENERATOR_VERSION = 2  # the newest version, the default; 1 stays reproducible byte for byte
-VERSIONS = (1, 2)
+GENERATOR_VERSION = 3  # the newest version, the default; 1 and 2 stay reproducible byte for byte
+VERSIONS = (1, 2, 3)
 DIRECTIONS = ("forward", "both")  # qa.directions
 N_CHOICES = 4
 MAX_ENTITIES = 5000  # well below the number of possible names, so sampling stays fast
@@ -99,7 +100,7 @@ class NovelFacts:
     documents: list[Document]
     questions: list[Question]
     paraphrases: dict[str, list[str]]  # document id -> paraphrases, in document order
-    # version 2: family -> probe questions (kfr.data.probes); version 1: {}
+    # version >= 2: family -> probe questions (kfr.data.probes, probes_v3); version 1: {}
     probes: dict[str, list[Question]] = field(default_factory=dict)
 
 
@@ -277,7 +278,9 @@ def generate_novel_facts(spec: NovelFactsSpec) -> NovelFacts:
         documents=documents,
         questions=questions,
         paraphrases=paraphrases,
-        probes=generate_probes(documents, spec.seed),
+        probes=generate_probes(documents, spec.seed)
+        if spec.version == 2
+        else {family: make(documents, spec.seed) for family, make in MAKERS_V3.items()},
     )
 
 

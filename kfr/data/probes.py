@@ -23,6 +23,11 @@ Each family draws from its own ``random.Random(f"{seed}/probes/{family}")``, doc
 knowledge-base order, so the same knowledge base and seed give the same probes. Ids:
 ``reversal-person-0001-birth_city``, ``two_hop-person-0001-birth_city``,
 ``comparison-person-0001-person-0007``.
+
+These are version 2's families, kept byte for byte; version 3's (:mod:`kfr.data.probes_v3`)
+repair what they mixed (the lure in two_hop, the position of the answer in comparison, the
+one- and two-cue reversal questions). :data:`FAMILIES_BY_VERSION` says which version writes
+which families; :data:`PROBE_FAMILIES` is every family name any version writes.
 """
 
 from __future__ import annotations
@@ -34,8 +39,18 @@ from collections.abc import Sequence
 from kfr.data.novel_facts_tables import ATTRIBUTES, DOMAINS, MENTOR
 from kfr.data.schema import Document, Question
 
-PROBE_FAMILIES = ("reversal", "two_hop", "comparison")
-CHANCE = {"reversal": 1 / 4, "two_hop": 1 / 4, "comparison": 1 / 2}  # one option in n
+FAMILIES_BY_VERSION = {
+    2: ("reversal", "two_hop", "comparison"),
+    3: ("reversal", "reversal_two_cue", "two_hop", "two_hop_lure", "mentor", "comparison"),
+}
+# Newest version first: it writes every family an older version did.
+PROBE_FAMILIES = tuple(
+    dict.fromkeys(
+        f for v in sorted(FAMILIES_BY_VERSION, reverse=True) for f in FAMILIES_BY_VERSION[v]
+    )
+)
+# One option in n.
+CHANCE = {"comparison": 1 / 2} | {f: 1 / 4 for f in PROBE_FAMILIES if f != "comparison"}
 N_CHOICES = 4
 COMPARISONS_PER_PERSON = 5
 
@@ -71,7 +86,7 @@ def probe_file_name(family: str) -> str:
     return f"probes-{family}.jsonl"
 
 
-def _possessive(name: str) -> str:
+def possessive(name: str) -> str:
     return name + ("'" if name.endswith("s") else "'s")
 
 
@@ -79,7 +94,7 @@ def _article(word: str) -> str:
     return "an" if word[0].lower() in "aeiou" else "a"
 
 
-def _people(documents: Sequence[Document]) -> list[tuple[str, str, dict[str, str]]]:
+def people_of(documents: Sequence[Document]) -> list[tuple[str, str, dict[str, str]]]:
     """``(doc_id, name, facts)`` per document; ValueError without version 2's meta facts."""
     people = []
     for document in documents:
@@ -90,7 +105,7 @@ def _people(documents: Sequence[Document]) -> list[tuple[str, str, dict[str, str
     return people
 
 
-def _question(
+def with_answer_at(
     rng: random.Random, id_: str, text: str, answer: str, distractors: Sequence[str], **kwargs
 ) -> Question:
     position = rng.randrange(len(distractors) + 1)
@@ -102,7 +117,7 @@ def _clause(attribute: str, value: str) -> str:
     return REVERSAL_CLAUSES[attribute].format(v=value, a=_article(value))
 
 
-def _reversal_text(facts: dict[str, str], attribute: str, second: str | None) -> str:
+def reversal_text(facts: dict[str, str], attribute: str, second: str | None) -> str:
     if second is None:
         return f"Who {_clause(attribute, facts[attribute])}?"
     if {attribute, second} == {"birth_city", "birth_year"}:
@@ -112,7 +127,7 @@ def _reversal_text(facts: dict[str, str], attribute: str, second: str | None) ->
 
 def reversal_probes(documents: Sequence[Document], seed: int) -> list[Question]:
     rng = random.Random(f"{seed}/probes/reversal")
-    people = _people(documents)
+    people = people_of(documents)
     questions = []
     for doc_id, name, facts in people:
         for index, attribute in enumerate(ATTRIBUTES):
@@ -126,10 +141,10 @@ def reversal_probes(documents: Sequence[Document], seed: int) -> list[Question]:
             if len(pool) < N_CHOICES - 1:  # a tiny knowledge base
                 continue
             questions.append(
-                _question(
+                with_answer_at(
                     rng,
                     f"reversal-{doc_id}-{attribute}",
-                    _reversal_text(facts, attribute, second),
+                    reversal_text(facts, attribute, second),
                     name,
                     rng.sample(pool, N_CHOICES - 1),
                     subject=attribute,
@@ -141,7 +156,7 @@ def reversal_probes(documents: Sequence[Document], seed: int) -> list[Question]:
 
 def two_hop_probes(documents: Sequence[Document], seed: int) -> list[Question]:
     rng = random.Random(f"{seed}/probes/two_hop")
-    people = _people(documents)
+    people = people_of(documents)
     by_name = {name: (doc_id, facts) for doc_id, name, facts in people}
     questions = []
     for doc_id, name, facts in people:
@@ -153,10 +168,10 @@ def two_hop_probes(documents: Sequence[Document], seed: int) -> list[Question]:
             distractors += rng.sample(pool, N_CHOICES - 1 - len(distractors))
             rng.shuffle(distractors)
             questions.append(
-                _question(
+                with_answer_at(
                     rng,
                     f"two_hop-{doc_id}-{attribute}",
-                    TWO_HOP_TEMPLATES[attribute].format(pos=_possessive(name)),
+                    TWO_HOP_TEMPLATES[attribute].format(pos=possessive(name)),
                     answer,
                     distractors,
                     subject=attribute,
@@ -168,7 +183,7 @@ def two_hop_probes(documents: Sequence[Document], seed: int) -> list[Question]:
 
 def comparison_probes(documents: Sequence[Document], seed: int) -> list[Question]:
     rng = random.Random(f"{seed}/probes/comparison")
-    people = _people(documents)
+    people = people_of(documents)
     pairs = [
         (first, second)
         for first, second in itertools.combinations(people, 2)
@@ -197,25 +212,33 @@ def comparison_probes(documents: Sequence[Document], seed: int) -> list[Question
     return questions
 
 
+MAKERS_V2 = {
+    "reversal": reversal_probes,
+    "two_hop": two_hop_probes,
+    "comparison": comparison_probes,
+}
+
+
 def generate_probes(documents: Sequence[Document], seed: int) -> dict[str, list[Question]]:
-    """Every family's probes of a version 2 knowledge base, in :data:`PROBE_FAMILIES` order."""
-    makers = {
-        "reversal": reversal_probes,
-        "two_hop": two_hop_probes,
-        "comparison": comparison_probes,
-    }
-    return {family: makers[family](documents, seed) for family in PROBE_FAMILIES}
+    """Every family's probes of a version 2 knowledge base, in version 2's family order."""
+    return {family: MAKERS_V2[family](documents, seed) for family in FAMILIES_BY_VERSION[2]}
 
 
 __all__ = [
     "CHANCE",
     "COMPARISON_TEMPLATES",
+    "FAMILIES_BY_VERSION",
+    "N_CHOICES",
     "PROBE_FAMILIES",
     "REVERSAL_CLAUSES",
     "TWO_HOP_TEMPLATES",
     "comparison_probes",
     "generate_probes",
+    "people_of",
+    "possessive",
     "probe_file_name",
     "reversal_probes",
+    "reversal_text",
     "two_hop_probes",
+    "with_answer_at",
 ]

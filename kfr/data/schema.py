@@ -50,6 +50,10 @@ class Question:
     # Where it was read from (None: made in code); not compared, hashed or shown.
     where: Where | None = field(default=None, compare=False, repr=False, kw_only=True)
 
+    @property
+    def answer_text(self) -> str:
+        return self.choices[self.answer]
+
     def to_json(self) -> dict[str, Any]:
         record: dict[str, Any] = {
             "id": self.id,

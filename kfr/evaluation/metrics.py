@@ -59,12 +59,41 @@ def predict(
     return predictions
 
 
+def exact_binomial_interval(successes: int, n: int, level: float = 0.95) -> list[float]:
+    """The Clopper-Pearson (exact binomial) interval of a proportion ``successes / n``.
+
+    Used where a percentile bootstrap is degenerate: every resample of 240/240 is 1.0, so the
+    bootstrap says [1, 1]; Clopper-Pearson says [0.985, 1]."""
+    if n <= 0:
+        return [float("nan"), float("nan")]
+    alpha = 1.0 - level
+    # Closed forms at the two ends, scipy's beta quantiles in between (imported only then).
+    if successes <= 0:
+        return [0.0, float(1.0 - (alpha / 2.0) ** (1.0 / n))]
+    if successes >= n:
+        return [float((alpha / 2.0) ** (1.0 / n)), 1.0]
+    from scipy.stats import beta
+
+    low = beta.ppf(alpha / 2.0, successes, n - successes + 1)
+    high = beta.ppf(1.0 - alpha / 2.0, successes + 1, n - successes)
+    return [float(low), float(high)]
+
+
+def _all_zero_or_one(values: np.ndarray) -> bool:
+    return bool(len(values)) and (bool(np.all(values == 0.0)) or bool(np.all(values == 1.0)))
+
+
 def bootstrap_interval(
     values: np.ndarray, *, samples: int, seed: int, level: float = 0.95
 ) -> list[float]:
-    """Percentile bootstrap confidence interval of the mean of ``values``."""
+    """Percentile bootstrap confidence interval of the mean of ``values``; where every value is
+    0 or every value is 1 (a proportion at 0% or 100%, whose every resample is the same), the
+    exact binomial interval instead, never a zero-width [1, 1]."""
     if len(values) == 0 or samples <= 0:
         return [float("nan"), float("nan")]
+    values = np.asarray(values, dtype=np.float64)
+    if _all_zero_or_one(values):
+        return exact_binomial_interval(int(values.sum()), len(values), level)
     rng = np.random.default_rng(seed)
     means = np.empty(samples)
     # Resample in chunks: samples x n indices at once can be large for big question sets.

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,28 @@ class FinetunedModel:
     lm: LanguageModel  # ready to score
     summary: dict[str, Any]  # results.json's "finetune" block
     checkpoint: Path
+    # The units the loss was taken on, for the probes' value-first split: every sentence of the
+    # documents and augmentation texts; for supervised examples the question line read with the
+    # answer learnt after it, as one unit (passages only read in a prompt and a teacher's
+    # context are left out).
+    trained_units: list[str] = field(default_factory=list)
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def trained_units(training: TrainingSet) -> list[str]:
+    """What :attr:`FinetunedModel.trained_units` holds for ``training``."""
+    documents = list(training.texts)
+    units = []
+    for example in training.examples or ():
+        if example.document is not None:
+            documents.append(example.document)
+        else:  # the question line of the prompt, then the answer learnt after it
+            lines = example.context.rstrip().splitlines() or [""]
+            question = next((ln for ln in reversed(lines) if ln.startswith("Question:")), lines[-1])
+            units.append(f"{question} {example.target.strip()}")
+    return [s for text in documents for s in _SENTENCE_END.split(text) if s] + units
 
 
 def checkpoint_dir(cfg: KfrConfig, cache_dir: str | Path, key: str) -> Path:
@@ -105,7 +128,7 @@ def finetuned_model(
     if not trained_here:
         log.info("Reusing the fine-tuned checkpoint %s", target)
     lm = strategy(cfg.finetune.mode).load_for_scoring(cfg, target, cache_dir)
-    return FinetunedModel(lm, summary, target)
+    return FinetunedModel(lm, summary, target, trained_units(training))
 
 
 def _train(

@@ -17,16 +17,17 @@ from kfr.data.novel_facts import (
     DOMAINS,
     GENERATOR_VERSION,
     MENTOR,
-    PROBE_FAMILIES,
     NovelFactsSpec,
     ensure_novel_facts,
     generate_novel_facts,
     write_novel_facts,
 )
+from kfr.data.probes import FAMILIES_BY_VERSION
 from kfr.data.readers import read_knowledge_base, read_paraphrases, read_questions
 
 FILES = ("knowledge.jsonl", "questions.jsonl", "paraphrases.jsonl", "card.json")
 PROBE_FILES = ("probes-reversal.jsonl", "probes-two_hop.jsonl", "probes-comparison.jsonl")
+PROBE_FILES_V3 = tuple(f"probes-{family}.jsonl" for family in FAMILIES_BY_VERSION[3])
 # Version 1's files of the default spec: they must never change (cached sets, the paper table).
 V1_SHA256 = {
     "knowledge.jsonl": "86bed383b30ca98efc7b4ba246627a7beaf86829e196cc28002e0fab79ccd01b",
@@ -77,7 +78,7 @@ def test_version_1_files_are_byte_identical_to_the_original_generator(tmp_path):
 
 def test_version_2_keeps_the_direct_questions_and_adds_a_mentor(tmp_path):
     write_novel_facts(NovelFactsSpec(version=1), tmp_path / "v1")
-    paths = write_novel_facts(NovelFactsSpec(), tmp_path / "v2")
+    paths = write_novel_facts(NovelFactsSpec(version=2), tmp_path / "v2")
     v1, v2 = tmp_path / "v1", tmp_path / "v2"
     assert (v2 / "questions.jsonl").read_bytes() == (v1 / "questions.jsonl").read_bytes()
     old, new = read_knowledge_base(v1 / "knowledge.jsonl"), read_knowledge_base(paths["knowledge"])
@@ -105,8 +106,19 @@ def test_version_2_keeps_the_direct_questions_and_adds_a_mentor(tmp_path):
     card = json.loads(paths["card"].read_text(encoding="utf-8"))
     assert set(card["sha256"]) == {*V1_SHA256, *PROBE_FILES}
     assert card["counts"]["probes"] == {
-        family: len(read_questions(v2 / f"probes-{family}.jsonl")) for family in PROBE_FAMILIES
+        family: len(read_questions(v2 / f"probes-{family}.jsonl"))
+        for family in FAMILIES_BY_VERSION[2]
     }
+
+
+def test_version_3_keeps_version_2_files_and_rewrites_the_probes(tmp_path):
+    v2 = write_novel_facts(NovelFactsSpec(version=2), tmp_path / "v2")
+    v3 = write_novel_facts(NovelFactsSpec(version=3), tmp_path / "v3")
+    for kind in ("knowledge", "questions", "paraphrases"):
+        assert v3[kind].read_bytes() == v2[kind].read_bytes()
+    card = json.loads(v3["card"].read_text(encoding="utf-8"))
+    assert set(card["sha256"]) == {*V1_SHA256, *PROBE_FILES_V3}
+    assert tuple(card["counts"]["probes"]) == FAMILIES_BY_VERSION[3]
 
 
 def test_counts_ids_and_card(tmp_path, default_data):
@@ -117,12 +129,12 @@ def test_counts_ids_and_card(tmp_path, default_data):
     assert default_data.questions[0].id == "person-0001-birth_city"
     paths = write_novel_facts(spec, tmp_path)
     card = json.loads(paths["card"].read_text(encoding="utf-8"))
-    assert card["version"] == GENERATOR_VERSION == 2
-    assert card["spec"] == {"n_entities": 40, "seed": 0, "n_paraphrases": 8, "version": 2}
+    assert card["version"] == GENERATOR_VERSION == 3
+    assert card["spec"] == {"n_entities": 40, "seed": 0, "n_paraphrases": 8, "version": 3}
     assert card["counts"]["documents"] == 40
     assert card["counts"]["questions"] == 240
     assert card["counts"]["paraphrases"] == 320
-    assert set(card["sha256"]) == {*V1_SHA256, *PROBE_FILES}
+    assert set(card["sha256"]) == {*V1_SHA256, *PROBE_FILES_V3}
     # The files pass the readers' validation and give back what was generated.
     documents = read_knowledge_base(paths["knowledge"])
     assert documents == default_data.documents
@@ -217,7 +229,7 @@ def test_zero_paraphrases():
         ({"n_paraphrases": -1}, "n_paraphrases"),
         ({"seed": "0"}, "seed"),
         ({"n_entities": True}, "n_entities"),
-        ({"version": 3}, "version"),
+        ({"version": 4}, "version"),
         ({"version": 0}, "version"),
     ],
 )

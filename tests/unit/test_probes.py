@@ -1,5 +1,6 @@
-"""Probe families (reversal, two_hop, comparison) of novel_facts version 2, their loading, the
-reverse training questions of qa.directions=both and the overlap check that covers the probes."""
+"""Probe families (reversal, two_hop, comparison) of novel_facts version 2 (version 3's: in
+test_probes_v3.py), their loading, the reverse training questions of qa.directions=both and the
+overlap check that covers the probes."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from kfr.data.novel_facts import (
 from kfr.data.overlap import max_overlap
 from kfr.data.probes import (
     COMPARISON_TEMPLATES,
+    FAMILIES_BY_VERSION,
     PROBE_FAMILIES,
     REVERSAL_CLAUSES,
     TWO_HOP_TEMPLATES,
@@ -37,7 +39,7 @@ from tests.conftest import compose_config
 
 @pytest.fixture(scope="module")
 def data():
-    return generate_novel_facts(NovelFactsSpec())
+    return generate_novel_facts(NovelFactsSpec(version=2))
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +52,8 @@ def _eval_data(data) -> EvalData:
 
 
 def test_every_family_has_at_least_200_questions_with_unique_ids(data):
-    assert tuple(data.probes) == PROBE_FAMILIES == ("reversal", "two_hop", "comparison")
+    assert tuple(data.probes) == FAMILIES_BY_VERSION[2] == ("reversal", "two_hop", "comparison")
+    assert set(FAMILIES_BY_VERSION[2]) <= set(PROBE_FAMILIES)
     sizes = {family: len(questions) for family, questions in data.probes.items()}
     print("probe family sizes at 40 entities:", sizes)
     assert all(size >= 200 for size in sizes.values())
@@ -247,11 +250,15 @@ def test_qa_directions_identifies_the_qa_methods_cells(method, matters):
 
 def test_eval_data_reads_the_probes_cut_by_the_limit(tmp_path):
     def load(*overrides: str) -> EvalData:
-        cfg = typed_config(compose_config(["data.novel_facts.n_entities=6", *overrides]))
+        cfg = typed_config(
+            compose_config(
+                ["data.novel_facts.n_entities=6", "data.novel_facts.version=2", *overrides]
+            )
+        )
         return load_eval_data(cfg.data, tmp_path, need_knowledge=False)
 
     full = load()
-    assert tuple(full.probes) == PROBE_FAMILIES
+    assert tuple(full.probes) == FAMILIES_BY_VERSION[2]
     assert {f: len(q) for f, q in full.probes.items()} == {
         "reversal": 36,
         "two_hop": 36,
@@ -293,7 +300,7 @@ def test_probes_on_another_knowledge_base_are_an_error_naming_the_probe_line(tmp
     assert "\n" not in message
 
 
-@pytest.mark.parametrize("version", [0, 3])
+@pytest.mark.parametrize("version", [0, 4])
 def test_novel_facts_version_out_of_range(version):
     with pytest.raises(UserError, match=r"data\.novel_facts\.version"):
         typed_config(compose_config([f"data.novel_facts.version={version}"]))

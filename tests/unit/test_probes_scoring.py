@@ -68,7 +68,7 @@ def test_a_cell_scores_every_family_after_the_direct_questions(
     tmp_path, cache_dir, with_probes, method
 ):
     overrides = [*TINY, f"paths.cache_dir={cache_dir}", "data.limit=8", "eval.control=null"]
-    overrides += [f"method={method}", "retriever.k=1"]
+    overrides += [f"method={method}", "retriever.k=1", "eval.probes=null"]
     results = run_cell(compose_config(overrides), tmp_path / "run")
     probes = results.metrics["probes"]
     assert list(probes) == list(FAMILIES)  # every family offered (eval.probes=null), kfr's order
@@ -101,6 +101,8 @@ def test_a_cell_scores_every_family_after_the_direct_questions(
 
 def test_eval_probes_selects_families_and_empty_turns_them_off(tmp_path, cache_dir, with_probes):
     common = [*TINY, f"paths.cache_dir={cache_dir}", "data.limit=6", "eval.control=null"]
+    # Off by default: a single cell scores its direct questions only.
+    assert typed_config(compose_config(common)).eval.probes == []
     one = run_cell(compose_config([*common, "eval.probes=[comparison]"]), tmp_path / "one")
     assert list(one.metrics["probes"]) == ["comparison"]
     assert {r.get("family") for r in _records(tmp_path / "one")} == {None, "comparison"}
@@ -166,5 +168,5 @@ def test_a_family_the_data_does_not_offer_stops_before_the_model_loads(tmp_path,
     # Left null, data without probes scores none and says nothing.
     from kfr.cell.probes import selected_families
 
-    custom = typed_config(compose_config([*TINY, "data=custom"]))
+    custom = typed_config(compose_config([*TINY, "data=custom", "eval.probes=null"]))
     assert selected_families(custom, EvalData([], None, None, "q.jsonl", None, None)) == []
