@@ -167,6 +167,8 @@ def ignored_keys(config: Mapping[str, Any]) -> set[str]:
         except ValueError:
             used = _MODE_ONLY  # a mode of another kfr version: keep everything
         ignored.update(f"finetune.{key}" for key in _MODE_ONLY if key not in used)
+        if not (config.get("finetune") or {}).get("replay_share"):
+            ignored.add("finetune.replay_share")  # 0 trains as before the key: same cells
     return ignored
 
 
@@ -209,13 +211,15 @@ def config_hash(config: Any) -> str:
     return digest(identity(config))
 
 
-# Keys that place a cell in the report's tables (row, column, seed) rather than make it a variant.
-_PLACED = ("experiment_name", "seed", "eval.shots", "retriever.k")
+# Keys that place a cell in the report's tables (row, column, seed) rather than make it a variant:
+# the training seed and the knowledge base's seed (novel_facts) are both seeds one row aggregates.
+_PLACED = ("experiment_name", "seed", "data.novel_facts.seed", "eval.shots", "retriever.k")
 
 
 def variant_key(config: Mapping[str, Any]) -> str:
-    """The report's variant: the config hash of everything but the cell's table position, with
-    any paraphrase count > 0 alike (where the paraphrases come from still counts)."""
+    """The report's variant: the config hash of everything but the cell's table position and
+    its seeds (``seed``, ``data.novel_facts.seed``), with any paraphrase count > 0 alike (where
+    the paraphrases come from still counts). The config hash and folder name keep both seeds."""
     tree = copy.deepcopy(_plain(config))
     for key in _PLACED:
         *parents, last = key.split(".")

@@ -1,10 +1,12 @@
 """Cells aggregated over seeds, and the choice of the aggregate shown at a table position.
 
-Cells that agree on everything but the seed (model, task, shots, method, K, paraphrases and the
-digest of every other setting) form one :class:`Aggregate`: the mean accuracy over its seeds and
-a 95% interval (Student t over seeds, :mod:`kfr.report.stats`; with one seed, the cell's bootstrap
-interval over questions). :func:`pick` chooses among the aggregates that could fill one position
-of a table (e.g. the best K of a RAG column).
+Cells that agree on everything but their seeds (model, task, shots, method, K, paraphrases and
+the digest of every other setting; the training seed and the knowledge base's seed both vary
+within) form one :class:`Aggregate`: the mean over its cells of each number and its 95% interval
+(:func:`Aggregate.estimate`: the two-level bootstrap over knowledge bases, seeds and questions of
+:mod:`kfr.report.intervals`; older cells without per-question records: Student t over seeds, or
+the cell's own bootstrap with one seed). :func:`pick` chooses among the aggregates that could
+fill one position of a table (e.g. the best K of a RAG column).
 """
 
 from __future__ import annotations
@@ -13,12 +15,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from kfr.report.collect import CellResult
-from kfr.report.stats import mean_ci95
+from kfr.report.intervals import Estimate, estimate
 
 
 @dataclass
 class Aggregate:
-    """The cells of one setting that differ only by seed."""
+    """The cells of one setting that differ only by seeds (training, knowledge base)."""
 
     model: str
     task: str
@@ -28,36 +30,61 @@ class Aggregate:
     paraphrases: int | None
     variant: str
     cells: list[CellResult] = field(default_factory=list)
+    _estimates: dict[tuple, Estimate | None] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     @property
     def seeds(self) -> int:
+        """Cells: training seeds x knowledge bases where both varied."""
         return len(self.cells)
+
+    @property
+    def train_seeds(self) -> int:
+        return len({c.seed for c in self.cells})
+
+    @property
+    def kb_seeds(self) -> int:
+        return len({c.kb_seed for c in self.cells})
+
+    @property
+    def seeds_label(self) -> str:
+        """``3`` (training seeds), or ``3x2`` (training seeds x knowledge bases) for data whose
+        knowledge base has a seed (novel_facts)."""
+        if all(c.kb_seed is None for c in self.cells):
+            return str(self.train_seeds)
+        return f"{self.train_seeds}x{self.kb_seeds}"
 
     @property
     def mean(self) -> float:
         return sum(c.acc for c in self.cells) / len(self.cells)
 
+    def estimate(self, name: str = "acc", family: str | None = None) -> Estimate | None:
+        """``name`` on the direct questions (``family`` None; the control set for forgetting,
+        control_logp_change, control_kl) or a probe family's, over the cells that computed it,
+        with its 95% interval (computed once)."""
+        key = (name, family)
+        if key not in self._estimates:
+            self._estimates[key] = estimate(self.cells, name, family)
+        return self._estimates[key]
+
     @property
     def ci95(self) -> tuple[float, float] | None:
-        if len(self.cells) == 1:
-            return self.cells[0].acc_ci95
-        return mean_ci95([c.acc for c in self.cells])
+        est = self.estimate()
+        return None if est is None else est.ci
 
     def probe(self, family: str) -> tuple[float, tuple[float, float] | None] | None:
         """Mean accuracy on a probe family over the seeds that scored it and its 95% interval
-        (as :attr:`ci95`: Student t over seeds; one seed, the bootstrap over questions)."""
-        scored = [c.probes[family] for c in self.cells if family in c.probes]
-        if not scored:
-            return None
-        accs = [float(m["acc"]) for m in scored]
-        if len(accs) == 1:
-            ci = scored[0].get("acc_ci95")
-            return accs[0], (float(ci[0]), float(ci[1])) if ci else None
-        return sum(accs) / len(accs), mean_ci95(accs)
+        (as :attr:`ci95`)."""
+        est = self.estimate("acc", family)
+        return None if est is None else (est.mean, est.ci)
 
     @property
     def ci_over(self) -> str:
-        return "seeds" if len(self.cells) > 1 else "questions"
+        """What the accuracy's interval is over: bootstrap (two-level, per-question records),
+        exact (binomial at 0 or 1), seeds (Student t) or questions (one older cell)."""
+        est = self.estimate()
+        return "questions" if est is None else est.over
 
     @property
     def cards(self) -> set[str]:
@@ -75,7 +102,8 @@ class Aggregate:
 
 
 def aggregate(cells: Iterable[CellResult]) -> list[Aggregate]:
-    """Group cells by setting; one cell per seed (the first found, by folder name)."""
+    """Group cells by setting; one cell per training seed and knowledge base (the first found,
+    by folder name)."""
     groups: dict[tuple, Aggregate] = {}
     for cell in sorted(cells, key=lambda c: str(c.path)):
         key = (
@@ -88,7 +116,7 @@ def aggregate(cells: Iterable[CellResult]) -> list[Aggregate]:
             cell.variant,
         )
         agg = groups.setdefault(key, Aggregate(*key))
-        if all(c.seed != cell.seed for c in agg.cells):
+        if all((c.seed, c.kb_seed) != (cell.seed, cell.kb_seed) for c in agg.cells):
             agg.cells.append(cell)
     return list(groups.values())
 

@@ -1,8 +1,10 @@
 """The comparison report: tables, the cells behind them, what is missing, and the plots.
 
-``write_report`` writes into one folder: ``report.md`` (every table, missing and failed cells,
-data versions), ``cells.csv`` (one row per finished cell), one CSV per table, and the PNG plots
-(among them accuracy, direct and per probe family, against forgetting: ``acc_vs_forgetting.png``).
+``write_report`` writes into one folder: ``report.md`` (every table with a line saying what its
+intervals cover, missing, failed and unreadable cells, data versions, a few replay texts of the
+arms that trained with replay), ``cells.csv`` (one row per finished cell), one CSV per table,
+and the PNG plots (among them accuracy, direct and per probe family, against forgetting:
+``acc_vs_forgetting.png``).
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from pathlib import Path
 from kfr.cell.folder import format_failures
 from kfr.core.storage import atomic_write_text
 from kfr.report.aggregates import Aggregate, aggregate
-from kfr.report.arms import arms_table
+from kfr.report.arms import arm_label, arms_table
 from kfr.report.collect import Collected, collect
+from kfr.report.diagnostics import probe_details_table
 from kfr.report.layouts import curve_table, methods_table, paraphrase_tables
 from kfr.report.paper import PAPER
 from kfr.report.plots import plot_curves, plot_frontier, plot_tokens
@@ -26,6 +29,7 @@ from kfr.report.render import Table, legend
 
 REPORT_FILE = "report.md"
 CELLS_FILE = "cells.csv"
+REPLAY_SAMPLES, REPLAY_CHARS, REPLAY_ARMS = 3, 240, 12  # replay texts shown: per arm, length
 
 
 @dataclass
@@ -49,8 +53,10 @@ class Report:
         c = self.collected
         # Every failed cell by name (examples unlimited); the console summary groups them.
         lines = format_failures([*c.failed, *c.incomplete], bullet="- ", examples=10**9)
+        damaged = {"unreadable": "is damaged (not valid JSON)"}
         lines += [
-            f"- UNREADABLE {f.label}: results.json is not a kfr result (`{f.path}`)"
+            f"- UNREADABLE {f.label}: results.json {damaged.get(f.status, 'is not a kfr result')}"
+            f" (`{f.path / 'results.json'}`)"
             for f in c.unreadable
         ]
         lines += [f"- MISSING {m}: no cell with results" for m in dict.fromkeys(self.missing)]
@@ -75,16 +81,36 @@ class Report:
                 lines.append(f"  - {key}: {len(folders)} cell(s)")
         return lines
 
+    def replay_samples(self) -> list[str]:
+        """A few texts each arm that trained with replay mixed in (its first cell's), one line
+        each and cut at :data:`REPLAY_CHARS` characters."""
+        lines: list[str] = []
+        seen: set[tuple] = set()
+        for agg in self.aggregates:
+            cell = next((c for c in agg.cells if c.replay_samples), None)
+            key = (agg.model, agg.task, arm_label(agg))
+            if cell is None or key in seen or len(seen) >= REPLAY_ARMS:
+                continue
+            seen.add(key)
+            lines.append(f"- {' '.join(key)} (`{cell.path.name}`):")
+            for text in cell.replay_samples[:REPLAY_SAMPLES]:
+                flat = " ".join(text.split())
+                cut = flat if len(flat) <= REPLAY_CHARS else flat[: REPLAY_CHARS - 1] + "…"
+                lines.append(f"  - {cut}")
+        return lines
+
     def markdown(self) -> str:
         c = self.collected
-        seeds = max((a.seeds for a in self.aggregates), default=0)
+        train = max((a.train_seeds for a in self.aggregates), default=0)
+        kbs = max((a.kb_seeds for a in self.aggregates), default=0)
+        seeds = f"{train} training seeds x {kbs} knowledge bases" if kbs > 1 else f"{train} seeds"
         out = [
             "## kfr report",
             "",
             f"Sources: {', '.join(f'`{r}`' for r in c.roots)}. Cells with results: "
-            f"{len(c.cells)} ({len(self.aggregates)} settings x up to {seeds} seeds); "
-            f"failed: {len(c.failed)}; without a result: {len(c.incomplete)}. "
-            f"Published values: {PAPER}.",
+            f"{len(c.cells)} ({len(self.aggregates)} settings x up to {seeds}); "
+            f"failed: {len(c.failed)}; without a result: {len(c.incomplete)}; "
+            f"unreadable: {len(c.unreadable)}. Published values: {PAPER}.",
             "",
             legend(),
         ]
@@ -94,6 +120,8 @@ class Report:
         out += ["", "### Missing and failed cells", ""]
         out += problems or ["None: every position of every table has results."]
         out += ["", "### Data versions", "", *self.data_versions()]
+        if replay := self.replay_samples():
+            out += ["", "### Replay samples (texts mixed into training)", "", *replay]
         if self.plots:
             out += ["", "### Plots", "", *[f"- `{p}`" for p in self.plots]]
         return "\n".join(out) + "\n"
@@ -111,6 +139,8 @@ def build_report(roots: list[str | Path]) -> Report:
     if aggs and (table := arms_table(aggs)) is not None:
         tables.append(table)
     if aggs and (table := probes_table(aggs)) is not None:
+        tables.append(table)
+    if aggs and (table := probe_details_table(aggs)) is not None:
         tables.append(table)
     if aggs:
         for axis in ("paraphrases", "k"):
@@ -141,6 +171,7 @@ def _cell_records(report: Report) -> list[dict[str, object]]:
                 "style": cell.style,
                 "method": cell.method,
                 "seed": cell.seed,
+                "kb_seed": cell.kb_seed,
                 "k": cell.k,
                 "paraphrases": cell.paraphrases,
                 "acc": cell.acc,
@@ -153,7 +184,10 @@ def _cell_records(report: Report) -> list[dict[str, object]]:
                 "data_card": cell.card,
                 "data_card_sha256": cell.card_digest,
                 **{k if k == "hops" else f"finetune_{k}": v for k, v in cell.settings.items()},
+                "acc_pmi": cell.metrics.get("acc_pmi"),
                 "forgetting": cell.forgetting,
+                "control_logp_change": cell.metrics.get("control_logp_change"),
+                "control_kl": cell.metrics.get("control_kl"),
                 **{f"acc_{family}": m.get("acc") for family, m in cell.probes.items()},
             }
         )

@@ -1,9 +1,15 @@
-"""Read the cells of one or more sweep directories into flat records the tables are made of."""
+"""Read the cells of one or more sweep directories into flat records the tables are made of.
+
+A cell's per-question records (``predictions.jsonl``: direct questions, then probe questions
+with their ``family``; ``control.jsonl``: the control set of a fine-tuned cell) are read only when
+a table asks for an interval of that cell (:meth:`CellResult.question_values`), once per cell.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +17,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from kfr.cell.folder import CellFolder, scan_cells
+from kfr.cell.folder import CONTROL_FILE, PREDICTIONS_FILE, CellFolder, scan_cells
 from kfr.cell.results import CellResults
 from kfr.core.identity import variant_key
 
@@ -48,6 +54,100 @@ class CellResult:
     train_wall_s: float | None = None
     # Probe family -> its metrics (acc, acc_ci95, n, chance, recall); empty for older results.
     probes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # data.novel_facts.seed: which knowledge base (question set); None for other data.
+    kb_seed: int | None = None
+    metrics: dict[str, Any] = field(default_factory=dict, repr=False)  # results.json's, all
+    replay_samples: list[str] = field(default_factory=list, repr=False)  # a few replay texts
+    _read: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def summary(self, name: str, family: str | None = None) -> tuple[float, Any] | None:
+        """The cell's own value of a metric and its interval, from results.json (``name`` in
+        its metrics, or in a probe family's): None when the cell did not compute it."""
+        source = self.metrics if family is None else self.probes.get(family) or {}
+        value = source.get(name)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return None
+        return float(value), _pair(source.get(f"{name}_ci95"))
+
+    def question_values(self, name: str, family: str | None = None) -> dict[str, float] | None:
+        """Question id -> this cell's value of ``name`` on it (NaN: the question does not
+        count), from its per-question records; None when it has none for this metric.
+
+        ``acc``, ``acc_pmi`` (``correct``, ``correct_pmi``) and any diagnostic name of a
+        record's ``diagnostics`` on the direct questions (``family`` None) or a probe family's;
+        on the control set (``control.jsonl``): ``forgetting`` (base_correct - correct),
+        ``control_logp_change`` (logp - base_logp) and ``control_kl`` (kl)."""
+        key = ("values", name, family)
+        if key not in self._read:
+            self._read[key] = _values(self, name, family)
+        return self._read[key]
+
+    def diagnostic_names(self, family: str) -> list[str]:
+        """The diagnostics of a probe family this cell has: in results.json (``d``, ``d_ci95``,
+        ``d_n``) or in its records' ``diagnostics``."""
+        metrics = self.probes.get(family) or {}
+        names = {k for k in metrics if f"{k}_ci95" in metrics and f"{k}_n" in metrics}
+        for record in self._records(PREDICTIONS_FILE).get(family, []):
+            names.update((record.get("diagnostics") or {}).keys())
+        return sorted(str(n) for n in names)
+
+    def _records(self, file: str) -> dict[str | None, list[dict[str, Any]]]:
+        """The records of one of the cell's JSONL files by family (control: all under None);
+        empty when the file is absent or damaged."""
+        key = ("file", file)
+        if key not in self._read:
+            self._read[key] = _read_records(self.path / file)
+        return self._read[key]
+
+
+_CONTROL = {
+    "forgetting": lambda r: float(r["base_correct"]) - float(r["correct"]),
+    "control_logp_change": lambda r: float(r["logp"]) - float(r["base_logp"]),
+    "control_kl": lambda r: _number(r["kl"]),  # null: scored without KL (top_k = 0)
+}
+
+
+def _read_records(path: Path) -> dict[str | None, list[dict[str, Any]]]:
+    by_family: dict[str | None, list[dict[str, Any]]] = {}
+    try:
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        for record in json.loads("[" + ",".join(lines) + "]"):  # one parse: several times faster
+            by_family.setdefault(record.get("family"), []).append(record)
+    except (OSError, ValueError, AttributeError):  # absent, damaged: the cell's own intervals
+        return {}
+    return by_family
+
+
+def _number(value: Any) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def _values(cell: CellResult, name: str, family: str | None) -> dict[str, float] | None:
+    try:
+        if name in _CONTROL:
+            if family is not None:
+                return None
+            records = cell._records(CONTROL_FILE).get(None, [])
+            values = {str(r["id"]): _CONTROL[name](r) for r in records}
+        else:
+            records = cell._records(PREDICTIONS_FILE).get(family, [])
+            if name in ("acc", "acc_pmi"):
+                field_name = "correct" if name == "acc" else "correct_pmi"
+                if not records or any(field_name not in r for r in records):
+                    return None
+                values = {str(r["id"]): _number(r[field_name]) for r in records}
+            else:
+                found = [r.get("diagnostics") or {} for r in records]
+                if not any(name in d for d in found):
+                    return None
+                values = {
+                    str(r["id"]): _number(d.get(name)) for r, d in zip(records, found, strict=True)
+                }
+    except (KeyError, TypeError, ValueError):  # records of another kfr version
+        return None
+    if all(math.isnan(v) for v in values.values()):  # nothing counts: as if never computed
+        return None
+    return values
 
 
 def _task(config: dict[str, Any], data_name: str) -> str:
@@ -118,9 +218,30 @@ def cell_result(folder: CellFolder) -> CellResult | None:
             train_tokens=(results.finetune or {}).get("tokens"),
             train_wall_s=(results.finetune or {}).get("wall_s"),
             probes={str(f): dict(m) for f, m in (metrics.get("probes") or {}).items()},
+            kb_seed=_kb_seed(config),
+            metrics=dict(metrics),
+            replay_samples=_replay_samples(results.finetune),
         )
     except (KeyError, TypeError, ValueError, AttributeError):
         return None
+
+
+def _kb_seed(config: dict[str, Any]) -> int | None:
+    data = config.get("data") or {}
+    novel_facts = data.get("novel_facts")
+    if not isinstance(novel_facts, dict) or not str(data.get("name")).startswith("novel_facts"):
+        return None
+    seed = novel_facts.get("seed")
+    return None if seed is None else int(seed)
+
+
+def _replay_samples(finetune: dict[str, Any] | None) -> list[str]:
+    replay = (finetune or {}).get("replay")
+    samples = replay.get("samples") if isinstance(replay, dict) else None
+    if not isinstance(samples, list):
+        return []
+    texts = [s.get("text", json.dumps(s)) if isinstance(s, dict) else s for s in samples[:3]]
+    return [str(t) for t in texts]
 
 
 def _lr(finetune: dict[str, Any]) -> float | None:
@@ -140,7 +261,11 @@ def _augment_source(config: dict[str, Any]) -> str | None:
 
 
 def _pair(value: Any) -> tuple[float, float] | None:
-    return (float(value[0]), float(value[1])) if value else None
+    try:
+        low, high = float(value[0]), float(value[1])
+    except (TypeError, ValueError, IndexError, KeyError):
+        return None
+    return None if math.isnan(low) or math.isnan(high) else (low, high)
 
 
 def _variant(config: dict[str, Any]) -> str:
@@ -193,7 +318,7 @@ class Collected:
     cells: list[CellResult]
     failed: list[CellFolder]  # failed.json
     incomplete: list[CellFolder]  # started, no result (killed, timed out, running)
-    unreadable: list[CellFolder]  # results.json that is not a kfr result
+    unreadable: list[CellFolder]  # results.json that is damaged or not a kfr result
     attempts: list[Attempt] = field(default_factory=list)  # failed + incomplete, placed
 
 
@@ -202,6 +327,8 @@ def collect(roots: Iterable[str | Path]) -> Collected:
     folders = scan_cells(roots)
     cells, unreadable = [], []
     for folder in folders:
+        if folder.status == "unreadable":  # results.json there, but damaged (not JSON)
+            unreadable.append(folder)
         if folder.status != "complete":
             continue
         record = cell_result(folder)

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 
 from kfr.report.aggregates import Aggregate, Picked, Selector, pick
 from kfr.report.collect import Attempt
+from kfr.report.intervals import coverage_note
 from kfr.report.paper import (
     CURRENT_EVENTS,
     PAPER_MODELS,
@@ -96,7 +97,7 @@ def methods_table(aggs: list[Aggregate], attempts: Sequence[Attempt] = ()) -> Ta
     for t in attempts:
         tried[(t.task, t.shots, t.model)].append(t)
     selectors: dict[str, Selector | None] = {"ft": _reg_first, "ft_rag": _reg_first}
-    rows, records, missing = [], [], []
+    rows, records, missing, shown = [], [], [], []
     for task, shots in rows_keys:
         row = [task, str(shots)]
         for model in models:
@@ -104,6 +105,7 @@ def methods_table(aggs: list[Aggregate], attempts: Sequence[Attempt] = ()) -> Ta
             base = pick(here, "base")
             for method in methods:
                 picked = pick(here, method, selectors.get(method))
+                shown += [] if picked is None else [picked.agg]
                 paper = paper_table1(model, task, shots, method)
                 absent = _absent(tried[(task, shots, model)], method)
                 row.append(format_position(picked, base, paper, max_seeds, absent=absent))
@@ -115,6 +117,7 @@ def methods_table(aggs: list[Aggregate], attempts: Sequence[Attempt] = ()) -> Ta
     notes = []
     if "ft" in methods or "ft_rag" in methods:
         notes.append("FT columns: fine-tuned without paraphrases where run (else the fewest).")
+    _cover(notes, shown)
     title = "Accuracy by method (paper Table 1 layout)"
     return Table("methods", title, header, rows, records, notes, missing)
 
@@ -150,7 +153,7 @@ def paraphrase_tables(aggs: list[Aggregate], attempts: Sequence[Attempt] = ()) -
             if pick(mine, c[2], c[3]) is not None or _tried(tried_here, c[2], c[3])
         ]
         counts = sorted({a.paraphrases for a in mine if a.paraphrases})
-        rows, records, missing = [], [], []
+        rows, records, missing, shown = [], [], [], []
         for model in models:
             model_aggs = [a for a in mine if a.model == model]
             model_tried = [t for t in tried_here if t.model == model]
@@ -158,6 +161,7 @@ def paraphrase_tables(aggs: list[Aggregate], attempts: Sequence[Attempt] = ()) -
             row = [model_label(model)]
             for key, label, method, select in columns:
                 picked = pick(model_aggs, method, select)
+                shown += [] if picked is None else [picked.agg]
                 paper = paper_table2(model, task, shots, key)
                 absent = _absent(model_tried, method, select)
                 row.append(format_position(picked, base, paper, max_seeds, absent=absent))
@@ -173,6 +177,7 @@ def paraphrase_tables(aggs: list[Aggregate], attempts: Sequence[Attempt] = ()) -
                 f"FT-par: {max(counts)} paraphrases per document "
                 f"(counts run: {', '.join(map(str, counts))})."
             )
+        _cover(notes, shown)
         safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in task)
         title = f"{task} {shots}-shot: fine-tuning with paraphrases (paper Table 2 layout)"
         header = ["Model"] + [c[1] for c in columns]
@@ -223,4 +228,12 @@ def curve_table(aggs: list[Aggregate], axis: str) -> Table | None:
         rows.append(row)
     header = ["Model", "Task", "Shots", "Method"] + [f"{label}={v}" for v in values]
     title = f"Accuracy vs {'paraphrase count' if axis == 'paraphrases' else 'K'}"
-    return Table(f"by_{axis}", title, header, rows, records)
+    notes: list[str] = []
+    _cover(notes, [agg for points in curves.values() for agg in points.values()])
+    return Table(f"by_{axis}", title, header, rows, records, notes)
+
+
+def _cover(notes: list[str], shown: Sequence[Aggregate]) -> None:
+    """The line under a table saying what the intervals of its accuracies cover."""
+    if (note := coverage_note(a.estimate() for a in shown)) is not None:
+        notes.append(note)

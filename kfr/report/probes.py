@@ -1,7 +1,8 @@
 """Which arm answers each probe family best, by how much, and whether the difference is real.
 
 One row per model x task x shots x probe family: the best arm (each arm at its best setting, e.g.
-RAG at its best K), its accuracy, the next best arm and the margin between them, and an exact
+RAG at its best K), its accuracy, the next best arm and the margin between them (with the paired
+bootstrap interval of the difference: the same question resamples for both), and an exact
 McNemar test on the questions both answered (the same seed; the probe records of each cell's
 predictions.jsonl, never mixed with its direct questions). The family's chance level says
 whether the best is any better than guessing.
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 
 from kfr.report.aggregates import Aggregate
 from kfr.report.arms import arm_label, correct_answers, mcnemar, probe_families
+from kfr.report.intervals import coverage_note, difference, estimate_text, interval_text
 from kfr.report.render import MISSING, Table, model_label
 
 
@@ -36,17 +38,23 @@ def _best_per_arm(aggs: Sequence[Aggregate], family: str) -> list[tuple[float, A
 
 def _paired(best: Aggregate, other: Aggregate, family: str) -> tuple[str, dict[str, object]]:
     """McNemar of ``best`` against ``other`` on the family's questions of one shared seed."""
-    by_seed = {c.seed: c for c in other.cells if family in c.probes}
-    cell = next((c for c in best.cells if c.seed in by_seed and family in c.probes), None)
+    by_seed = {(c.seed, c.kb_seed): c for c in other.cells if family in c.probes}
+    cell = next(
+        (c for c in best.cells if (c.seed, c.kb_seed) in by_seed and family in c.probes), None
+    )
     if cell is None:
         return MISSING, {}
-    mine = correct_answers(cell.path, family)
-    theirs = correct_answers(by_seed[cell.seed].path, family)
+    mine = correct_answers(cell, family)
+    theirs = correct_answers(by_seed[(cell.seed, cell.kb_seed)], family)
     if not mine or not theirs:
         return MISSING, {}
     lost, gained, p = mcnemar(mine, theirs)
     record = {"mcnemar_gained": gained, "mcnemar_lost": lost, "mcnemar_p": p, "seed": cell.seed}
-    return f"{gained}/{lost}, p={p:.2g} (seed {cell.seed})", record
+    where = f"seed {cell.seed}"
+    if cell.kb_seed is not None and best.kb_seeds > 1:
+        record["kb_seed"] = cell.kb_seed
+        where += f", knowledge base {cell.kb_seed}"
+    return f"{gained}/{lost}, p={p:.2g} ({where})", record
 
 
 def probes_table(aggs: list[Aggregate]) -> Table | None:
@@ -58,41 +66,57 @@ def probes_table(aggs: list[Aggregate]) -> Table | None:
     for agg in aggs:
         groups[(agg.model, agg.task, agg.shots)].append(agg)
     rows, records = [], []
+    shown = []
     for (model, task, shots), group in sorted(groups.items()):
         for family in families:
             ranked = _best_per_arm(group, family)
             if not ranked:
                 continue
             (acc, best), runner = ranked[0], ranked[1] if len(ranked) > 1 else None
-            chance = best.cells[0].probes[family].get("chance")
+            chance = next(
+                (c.probes[family].get("chance") for c in best.cells if family in c.probes), None
+            )
             record: dict[str, object] = {
                 "table": "probes", "model": model, "task": task, "shots": shots,
                 "family": family, "chance": chance, "best_arm": _label(best),
                 "best_acc": round(acc, 6), "arms": len(ranked),
             }  # fmt: skip
             next_text, margin, versus = MISSING, MISSING, MISSING
+            shown.append(best.estimate("acc", family))
             if runner is not None:
                 next_acc, other = runner
-                next_text = f"{_label(other)} {next_acc:.3f}"
+                shown.append(other.estimate("acc", family))
+                next_text = f"{_label(other)} {estimate_text(other.estimate('acc', family))}"
                 margin = f"{acc - next_acc:+.3f}"
                 versus, paired = _paired(best, other, family)
                 record |= {"next_arm": _label(other), "next_acc": round(next_acc, 6)}
                 record |= {"margin": round(acc - next_acc, 6), **paired}
+                interval = difference(best.cells, other.cells, "acc", family)
+                if interval is not None:  # the paired difference: same questions and seeds
+                    margin = interval_text(*interval, signed=True)
+                    record |= {"margin_paired": round(interval[0], 6)}
+                    record |= {"margin_ci95_low": round(interval[1][0], 6)}
+                    record |= {"margin_ci95_high": round(interval[1][1], 6)}
             rows.append(
                 [
                     model_label(model), task, str(shots), family,
                     MISSING if chance is None else f"{chance:.3f}",
-                    _label(best), f"{acc:.3f}", next_text, margin, versus,
+                    _label(best), estimate_text(best.estimate("acc", family)), next_text, margin,
+                    versus,
                 ]
             )  # fmt: skip
             records.append(record)
     header = ["Model", "Task", "Shots", "Family", "Chance", "Best arm", "Acc", "Next best"]
     header += ["Margin", "Best vs next"]
     notes = [
-        "Each arm at its best setting (mean over seeds). Best vs next: the family's questions the "
+        "Each arm at its best setting (mean over seeds, 95% interval). Margin: best minus next, "
+        "with its paired interval where both have per-question records (the same question and "
+        "seed resamples for both). Best vs next: the family's questions the "
         "best arm answers and the next does not / the reverse, on one seed both ran, exact "
         "McNemar p. Probe families ask for the injected facts in forms no training data uses: "
         "reversal (from a value back to the person), two_hop (a fact of a related person: two "
         "documents), comparison (two people's facts compared)."
     ]
+    if (note := coverage_note(shown)) is not None:
+        notes.append(note)
     return Table("probes", "Probe families: the best arm per family", header, rows, records, notes)

@@ -1,8 +1,10 @@
 """How a table is written: the text of each position, its CSV record, and the markdown table.
 
-A filled position reads ``mean±half-width``, then ``K=<k>`` for methods that retrieve, ``s=<n>``
-when it has fewer seeds than other positions, the relative gain over Base and the paper's value;
-an empty one reads "—" (never run) or FAILED / NO RESULT (tried). :func:`legend` says so in
+A filled position reads ``mean±half-width`` (``mean [low, high]`` where the interval is lopsided,
+at 0 or 1: :func:`kfr.report.intervals.interval_text`), then ``K=<k>`` for methods that retrieve,
+``s=<n>`` (``<training seeds>x<knowledge bases>``) when it has fewer seeds than other positions,
+the relative gain over Base and the paper's value; an empty one reads "—" (never run) or FAILED /
+NO RESULT (tried). :func:`legend` says so in
 report.md. The layouts that decide what goes where are in :mod:`kfr.report.layouts`.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from kfr.report.aggregates import Picked
+from kfr.report.intervals import interval_text
 
 MISSING = "—"
 METHOD_LABELS = {"base": "Base", "rag": "Base+RAG", "ft": "FT", "ft_rag": "FT+RAG"}
@@ -54,14 +57,12 @@ def format_position(
     if picked is None:
         return f"{absent} [paper {paper:.3f}]" if paper is not None else absent
     agg = picked.agg
-    text = f"{agg.mean:.3f}"
-    ci = agg.ci95
-    if ci is not None:
-        text += f"±{(ci[1] - ci[0]) / 2:.3f}"
+    est = agg.estimate()
+    text = interval_text(agg.mean, agg.ci95, lopsided=est is not None and not est.fallback)
     if show_k and agg.k is not None and agg.method in ("rag", "ft_rag"):
         text += f" K={agg.k}"
     if agg.seeds != max_seeds:
-        text += f" s={agg.seeds}"
+        text += f" s={agg.seeds_label}"
     if base is not None and agg is not base.agg and base.agg.mean > 0:
         text += f" ({(agg.mean - base.agg.mean) / base.agg.mean:+.1%})"
     if paper is not None:
@@ -93,6 +94,8 @@ def position_record(
         "ci95_high": None if ci is None else round(ci[1], 6),
         "ci_over": agg.ci_over,
         "seeds": agg.seeds,
+        "train_seeds": agg.train_seeds,
+        "kb_seeds": agg.kb_seeds,
         "k": agg.k,
         "paraphrases": agg.paraphrases,
         "relative_gain": gain,
@@ -104,9 +107,15 @@ def position_record(
 
 def legend() -> str:
     return (
-        "Each cell: accuracy, the mean over seeds ± the half-width of its 95% interval (Student t "
-        "over seeds; with one seed, the bootstrap interval over questions); K = retrieved chunks "
-        "(the best K is shown, as in the paper); s = seeds, where fewer than in other cells; "
-        f"(relative gain over Base); [the paper's value]. {MISSING} = never run; FAILED / "
-        "NO RESULT = tried, listed under 'Missing and failed cells'."
+        "Each cell: accuracy, the mean over its cells (training seeds, and knowledge bases where "
+        "their seed varied) ± the half-width of its 95% interval, or [low, high] where the "
+        "interval is lopsided (one side over 1.5 times the other, as at 0 or 1). Intervals: a "
+        "two-level bootstrap over knowledge bases, training seeds and questions (the same "
+        "question resample for every cell of a knowledge base); the exact binomial interval "
+        "where every answer is right or every one wrong; cells without per-question records "
+        "(older kfr): Student t over seeds, or the cell's own bootstrap with one seed (each "
+        "table says which). K = retrieved chunks (the best K is shown, as in the paper); s = "
+        "seeds (training x knowledge bases), where fewer than in other cells; (relative gain "
+        f"over Base); [the paper's value]. {MISSING} = never run; FAILED / NO RESULT = tried, "
+        "listed under 'Missing and failed cells'."
     )
