@@ -6,6 +6,9 @@ fitted into its context) -> scores -> metrics -> :class:`~kfr.cell.results.CellR
 Outputs, in the run directory (Hydra's ``hydra.run.dir``):
 - ``predictions.jsonl``: per question, each choice's log-likelihood, the predictions, correctness;
   then the probe families' questions (:mod:`kfr.cell.probes`), each record with its ``family``.
+- ``control.jsonl`` (cells that fine-tune): per control question the base model's and the cell's
+  correctness and log P(answer), and the KL of their next-token distributions
+  (:mod:`kfr.evaluation.forgetting`); the report's intervals over seeds read it.
 - ``results.json``: metrics with 95% bootstrap intervals, per-subject breakdown, the cell's
   identity, timings, library versions and the config hash. Written last, atomically: its presence
   means the cell is complete, and a later run with the same config hash skips the cell.
@@ -26,8 +29,16 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from kfr.cell.folder import PREDICTIONS_FILE, RESULTS_FILE
-from kfr.cell.probes import check_probe_fewshot, check_probe_names, score_probes, selected_families
+from kfr.cell.folder import CONTROL_FILE, PREDICTIONS_FILE, RESULTS_FILE
+from kfr.cell.probes import (
+    check_probe_fewshot,
+    check_probe_settings,
+    finish_probes,
+    oracle_passages,
+    pmi_summary,
+    score_probes,
+    selected_families,
+)
 from kfr.cell.results import Cell, CellResults
 from kfr.core import faults
 from kfr.core import identity as cell_identity
@@ -36,20 +47,16 @@ from kfr.core.identity import check_method, config_hash
 from kfr.core.schema import (
     KfrConfig,
     ParaphraseSource,
+    PromptStyle,
     TrainingRecipe,
     to_plain,
     typed_config,
 )
 from kfr.core.storage import atomic_write_json, atomic_write_jsonl
 from kfr.data.loading import EvalData, load_eval_data
+from kfr.evaluation.calibration import pmi_predictions, score_prior
 from kfr.evaluation.context import fit_passages
-from kfr.evaluation.control_cache import (
-    cached_base_correct,
-    cached_categories,
-    ensure_control_set,
-    score_control,
-)
-from kfr.evaluation.forgetting import forgetting
+from kfr.evaluation.control_cache import cached_categories, compare_control, ensure_control_set
 from kfr.evaluation.known import KNOWN_SHOTS, category_counts, per_category_accuracy
 from kfr.evaluation.metrics import predict, summarize
 from kfr.evaluation.prompts import build_requests, check_fewshot, check_style_limits
@@ -102,7 +109,7 @@ def check_cell(cfg: KfrConfig) -> None:
     """Settings that cannot work stop the cell before any data or weights are read."""
     check_method(to_plain(cfg.method))
     _check_template_paraphrases(cfg)
-    check_probe_names(cfg.eval.probes)
+    check_probe_settings(cfg)
     if cfg.method.finetune:
         # kfr.finetune imports Lightning (seconds): loaded only by cells that train.
         from kfr.finetune import check_finetune_settings
@@ -158,7 +165,9 @@ def run_cell(
     cache_dir = Path(cfg.paths.cache_dir)
 
     data = load_eval_data(
-        cfg.data, cache_dir, need_knowledge=cfg.method.retrieve or cfg.method.finetune
+        cfg.data,
+        cache_dir,
+        need_knowledge=cfg.method.retrieve or cfg.method.finetune or cfg.eval.oracle,
     )
     check_data_fits(cfg, data)
     build = partial(
@@ -195,24 +204,38 @@ def run_cell(
     if finetuned is None:
         base_model = lm
     # Retrieved chunks must fit the model's context: counted with its tokenizer.
-    fitted = None
-    if retrieval is None:
+    fitted, passages = None, retrieval.passages if retrieval is not None else None
+    if passages is None and cfg.eval.oracle:
+        passages = oracle_passages(data.questions, data.documents, data.questions_source)
+    if passages is None:
         requests = build()
     else:
-        fitted = fit_passages(build, retrieval.passages, lm.tokenizer, lm.max_length)
+        fitted = fit_passages(build, passages, lm.tokenizer, lm.max_length)
         requests = fitted.requests
     loaded_model = time.perf_counter()
 
     loglikelihoods, stats = lm.loglikelihood(
         requests, batch_size=cfg.eval.batch_size, progress=cfg.eval.progress
     )
+    pmi = None
+    if cfg.eval.style == PromptStyle.cloze:  # a letter's prior says nothing about the facts
+        prior = score_prior(lm, requests, batch_size=cfg.eval.batch_size)
+        pmi = pmi_predictions(requests, loglikelihoods, prior)
     scored = time.perf_counter()
-    probes = score_probes(cfg, data, selected_families(cfg, data), lm, cache_dir)
+    # What the model was trained on, for the reversal probes' value-first split.
+    trained = finetuned.trained_units if finetuned is not None else None
+    probes = score_probes(cfg, data, selected_families(cfg, data), lm, cache_dir, trained=trained)
     probed = time.perf_counter()
 
     predictions = predict(data.questions, loglikelihoods, [r.choice_lengths for r in requests])
+    finish_probes(cfg, probes, predictions, data)
     metrics = summarize(
         predictions, samples=cfg.eval.bootstrap_samples, seed=cfg.eval.bootstrap_seed
+    )
+    metrics.update(
+        pmi_summary(
+            predictions, pmi, samples=cfg.eval.bootstrap_samples, seed=cfg.eval.bootstrap_seed
+        )
     )
     if retrieval is not None:
         metrics.update(retrieval.recall(data.questions))
@@ -223,21 +246,14 @@ def run_cell(
     )
     if categories is not None:
         metrics["per_category"] = per_category_accuracy(predictions, categories)
-    control_info = None
+    control_info, control_records = None, None
     if control is not None:
         questions, control_info = control
-        base_correct = cached_base_correct(
-            base_model, questions, cfg.eval, base_identity, cache_dir
+        # 0/1 forgetting, log P change and KL from the base (its side cached), per question too.
+        control_metrics, control_records = compare_control(
+            base_model, lm, questions, cfg.eval, base_identity, cache_dir
         )
-        cell = score_control(lm, questions, batch_size=cfg.eval.batch_size, progress=False)
-        metrics.update(
-            forgetting(
-                base_correct,
-                [p.correct for p in cell],
-                samples=cfg.eval.bootstrap_samples,
-                seed=cfg.eval.bootstrap_seed,
-            )
-        )
+        metrics.update(control_metrics)
         control_info = {**control_info, "base_acc": metrics["control_base_acc"]}
     if categories is not None:
         control_info = {**(control_info or {}), "known_categories": category_counts(categories)}
@@ -246,7 +262,12 @@ def run_cell(
     records = [
         p.to_json()
         | (retrieval.record(p.question.id, used.get(p.question.id)) if retrieval else {})
-        for p in predictions
+        | (
+            {"prediction_pmi": pmi[i], "correct_pmi": pmi[i] == p.question.answer}
+            if pmi is not None
+            else {}
+        )
+        for i, p in enumerate(predictions)
     ] + probes.records
     results = CellResults(
         cell=Cell(
@@ -305,6 +326,8 @@ def run_cell(
         copy_training_logs(finetuned.checkpoint, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_jsonl(run_dir / PREDICTIONS_FILE, records)
+    if control_records is not None:
+        atomic_write_jsonl(run_dir / CONTROL_FILE, control_records)
     faults.point("cell.predictions_written")
     atomic_write_json(run_dir / RESULTS_FILE, results.to_json())
     return results

@@ -9,21 +9,25 @@ content and the settings that change them:
 
 - ``<cache>/control/embedded-<key>/``: the embedded control set (:mod:`kfr.data.control`)
   filtered by the base model's confidence, ``questions.jsonl`` + ``questions.card.json``;
-- ``<cache>/control/base-<key>/base_correct.json``: the base model's per-question correctness on
-  a control set;
+- ``<cache>/control/base-<key>/``: the base model's per-question correctness and log P(correct
+  answer) on a control set (``base_scores.json``), and its next-token distribution at the end of
+  each control prompt, top-k + tail (``next_token.npz``, :mod:`kfr.evaluation.forgetting`);
 - ``<cache>/known/<key>/``: SliCK categories (``categories.json``) and the per-prompt choice
   distributions they come from (``probabilities.json``).
 
 The control set is always scored 0-shot cloze (:func:`score_control`), as the embedded set is
 filtered, whatever ``eval.style`` and ``eval.shots`` the cell evaluates with. Wherever a base
 model is taken, a zero-argument callable that loads it may be given instead: it is called only
-when the cache misses.
+when the cache misses. :func:`compare_control` is what a fine-tuned cell runs: the base's side
+from the cache, its own side (one scoring pass and one forward over the control prompts), and
+the forgetting metrics with their per-question records.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +44,14 @@ from kfr.data.control import (
 )
 from kfr.data.questions import read_questions, write_questions_jsonl
 from kfr.data.schema import Question
+from kfr.evaluation.forgetting import (
+    CONTROL_TOP_K,
+    TopK,
+    control_shift,
+    forgetting,
+    next_token_kl,
+    next_token_top_k,
+)
 from kfr.evaluation.known import (
     KNOWN_SHOTS,
     ScoringModel,
@@ -54,7 +66,11 @@ from kfr.evaluation.prompts import build_requests
 EMBEDDED = "embedded"
 CONTROL_SEED = 0  # the embedded set's distractor seed
 CACHE_VERSION = 1  # bump when what is cached changes for the same key
-BASE_CORRECT_FILE = "base_correct.json"
+# The base's control scores: 2 added log P and the next-token top-k (version 1 held correctness
+# alone, as base_correct.json; its entries are never read again).
+BASE_SCORES_VERSION = 2
+BASE_SCORES_FILE = "base_scores.json"
+NEXT_TOKEN_FILE = "next_token.npz"
 CATEGORIES_FILE = "categories.json"
 PROBABILITIES_FILE = "probabilities.json"
 _OFF = {"", "none", "null"}
@@ -189,6 +205,71 @@ def ensure_control_set(
     }
 
 
+@dataclass(frozen=True)
+class BaseControl:
+    """The base model on a control set, in the questions' order: correctness, log P(correct
+    answer) and (when asked for) the coarsened next-token distributions at the prompts' ends."""
+
+    correct: list[bool]
+    logp: list[float]
+    next_token: TopK | None
+
+
+def cached_base_control(
+    lm: BaseModel,
+    questions: Sequence[Question],
+    eval_cfg: EvalConfig,
+    base_identity: str,
+    cache_dir: str | Path,
+    *,
+    top_k: int = CONTROL_TOP_K,
+) -> BaseControl:
+    """The base model's side of :func:`compare_control`, scored by :func:`score_control` (and,
+    when ``top_k`` > 0, one forward over the prompts, which needs the model's weights) once per
+    (``base_identity``, questions, ``top_k``) and cached."""
+    questions_sha = questions_digest(questions)
+    key = digest(
+        {
+            "version": CACHE_VERSION,
+            "scores": BASE_SCORES_VERSION,
+            "base": base_identity,
+            "questions": questions_sha,
+            "prompt": 0,
+            "top_k": top_k,
+        }
+    )
+
+    def build(tmp: Path) -> None:
+        model = _model(lm)
+        predictions = score_control(
+            model, questions, batch_size=eval_cfg.batch_size, progress=eval_cfg.progress
+        )
+        correct = {p.question.id: p.correct for p in predictions}
+        atomic_write_json(
+            tmp / BASE_SCORES_FILE,
+            {
+                "base_model": base_identity,
+                "questions_sha256": questions_sha,
+                "prompt": "0-shot cloze",
+                "acc": sum(correct.values()) / len(correct) if correct else None,
+                "correct": correct,
+                "logp": {p.question.id: p.loglikelihoods[p.question.answer] for p in predictions},
+                "top_k": top_k,
+            },
+        )
+        if top_k > 0:
+            top = next_token_top_k(model, questions, k=top_k, batch_size=eval_cfg.batch_size)
+            top.save(tmp / NEXT_TOKEN_FILE)
+
+    directory = build_directory_once(Path(cache_dir) / "control" / f"base-{key}", build)
+    scores = _read_json(directory / BASE_SCORES_FILE)
+    return BaseControl(
+        correct=[bool(scores["correct"][q.id]) for q in questions],
+        logp=[float(scores["logp"][q.id]) for q in questions],
+        next_token=TopK.load(directory / NEXT_TOKEN_FILE) if top_k > 0 else None,
+    )
+
+
 def cached_base_correct(
     lm: BaseModel,
     questions: Sequence[Question],
@@ -197,31 +278,48 @@ def cached_base_correct(
     cache_dir: str | Path,
 ) -> list[bool]:
     """The base model's correctness on each control question (in the order given), scored by
-    :func:`score_control` once per (``base_identity``, questions) and cached."""
-    questions_sha = questions_digest(questions)
-    key = digest(
-        {"version": CACHE_VERSION, "base": base_identity, "questions": questions_sha, "prompt": 0}
-    )
+    :func:`score_control` once per (``base_identity``, questions) and cached; any
+    :class:`~kfr.evaluation.known.ScoringModel` will do (no next-token distributions)."""
+    return cached_base_control(lm, questions, eval_cfg, base_identity, cache_dir, top_k=0).correct
 
-    def build(tmp: Path) -> None:
-        predictions = score_control(
-            _model(lm), questions, batch_size=eval_cfg.batch_size, progress=eval_cfg.progress
-        )
-        correct = {p.question.id: p.correct for p in predictions}
-        atomic_write_json(
-            tmp / BASE_CORRECT_FILE,
-            {
-                "base_model": base_identity,
-                "questions_sha256": questions_sha,
-                "prompt": "0-shot cloze",
-                "acc": sum(correct.values()) / len(correct) if correct else None,
-                "correct": correct,
-            },
-        )
 
-    directory = build_directory_once(Path(cache_dir) / "control" / f"base-{key}", build)
-    correct = _read_json(directory / BASE_CORRECT_FILE)["correct"]
-    return [bool(correct[q.id]) for q in questions]
+def compare_control(
+    base: BaseModel,
+    lm: Any,
+    questions: Sequence[Question],
+    eval_cfg: EvalConfig,
+    base_identity: str,
+    cache_dir: str | Path,
+    *,
+    top_k: int = CONTROL_TOP_K,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A fine-tuned cell ``lm`` against its base on the control set: the metrics of
+    :func:`~kfr.evaluation.forgetting.forgetting` and
+    :func:`~kfr.evaluation.forgetting.control_shift`, and one record per question
+    (``id``, ``base_correct``, ``correct``, ``base_logp``, ``logp``, ``kl``) for the report's
+    bootstrap over seeds and questions. ``top_k`` = 0: no KL (``kl`` null)."""
+    side = cached_base_control(base, questions, eval_cfg, base_identity, cache_dir, top_k=top_k)
+    cell = score_control(lm, questions, batch_size=eval_cfg.batch_size, progress=False)
+    correct = [p.correct for p in cell]
+    logp = [p.loglikelihoods[p.question.answer] for p in cell]
+    kl = None
+    if side.next_token is not None:
+        kl = next_token_kl(lm, questions, side.next_token, batch_size=eval_cfg.batch_size)
+    bootstrap = {"samples": eval_cfg.bootstrap_samples, "seed": eval_cfg.bootstrap_seed}
+    metrics = forgetting(side.correct, correct, **bootstrap)
+    metrics.update(control_shift(side.logp, logp, kl, **bootstrap))
+    records = [
+        {
+            "id": question.id,
+            "base_correct": side.correct[i],
+            "correct": correct[i],
+            "base_logp": side.logp[i],
+            "logp": logp[i],
+            "kl": None if kl is None else float(kl[i]),
+        }
+        for i, question in enumerate(questions)
+    ]
+    return metrics, records
 
 
 def cached_categories(
@@ -290,9 +388,12 @@ def cached_categories(
 
 __all__ = [
     "EMBEDDED",
+    "BaseControl",
     "BaseModel",
+    "cached_base_control",
     "cached_base_correct",
     "cached_categories",
+    "compare_control",
     "control_source",
     "ensure_control_set",
     "score_control",

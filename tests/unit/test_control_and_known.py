@@ -230,7 +230,11 @@ def test_confident_subset_keeps_confident_correct_answers():
 def test_forgetting_with_a_paired_interval():
     same = [True, False, True, True]
     result = forgetting(same, same, samples=200, seed=0)
-    assert result["forgetting"] == 0.0 and result["forgetting_ci95"] == [0.0, 0.0]
+    # Agreement everywhere: not a zero-width [0, 0] but the exact bound on the share that would
+    # disagree, both signs (the base misses one question, so the cell could gain as well).
+    bound = 1 - 0.025 ** (1 / 4)
+    assert result["forgetting"] == 0.0
+    assert result["forgetting_ci95"] == pytest.approx([-bound, bound])
     assert result["control_n"] == 4 and result["control_acc"] == result["control_base_acc"]
 
     base = [True] * 20
