@@ -49,7 +49,7 @@ class FinetuneMode(str, Enum):
 
 
 class ReplaySource(str, Enum):
-    # Where replay texts come from (finetune.replay_ratio > 0).
+    # Where replay texts come from (finetune.replay_share or finetune.replay_ratio > 0).
     file = "file"  # finetune.replay_file: general text of your own
     self = "self"  # sampled from the base model itself (cached; no file needed, works offline)
 
@@ -97,11 +97,19 @@ class FinetuneConfig:
     # qlora: dtype the 4-bit layers compute in; auto = bfloat16 on a GPU, float32 on the CPU.
     compute_dtype: str = "auto"
     lora: LoraSettings = field(default_factory=LoraSettings)  # lora and qlora only
-    # General text mixed into training against forgetting: how many replay texts per training
-    # text (0 = none; recipes documents, qa and raft), from replay_source: file = replay_file, a
-    # knowledge-base file (JSONL or .txt/.md directory); self = the base model's own samples.
-    replay_file: str | None = None
+    # General text mixed into training against forgetting (recipes documents, qa and raft; distill
+    # refuses it), from replay_source: file = replay_file, a knowledge-base file (JSONL or .txt/.md
+    # directory); self = the base model's own samples. Trained like documents (every token).
+    # How much: replay_share, the share of all trained (loss) tokens that are replay tokens, e.g.
+    # 0.1 = one token in ten (0 = no replay); replay texts are added, the last one cut, until
+    # replay tokens / (recipe tokens + replay tokens) reaches it. results.json's finetune.replay
+    # reports the share reached.
+    replay_share: float = ranged(0.0, ge=0, lt=1)
+    # Older alternative, refused together with replay_share: replay texts per training text.
+    # Under the qa and raft recipes a text trains ~20x the tokens of an answer, so 0.5 is ~90% of
+    # the loss.
     replay_ratio: float = ranged(0.0, ge=0)
+    replay_file: str | None = None
     replay_source: ReplaySource = ReplaySource.file
 
 

@@ -92,6 +92,8 @@ def load_eval_data(cfg: DataConfig, cache_dir: str | Path, *, need_knowledge: bo
         if spec.version >= 2:
             families = FAMILIES_BY_VERSION[spec.version]
             probe_paths = {f: data_dir / probe_file_name(f) for f in families}
+            # A family a tiny knowledge base cannot produce has no file.
+            probe_paths = {f: path for f, path in probe_paths.items() if path.exists()}
         questions_source = questions_source or str(data_dir / "questions.jsonl")
         knowledge_source = knowledge_source or str(data_dir / "knowledge.jsonl")
     if not questions_source:

@@ -280,8 +280,15 @@ def generate_novel_facts(spec: NovelFactsSpec) -> NovelFacts:
         paraphrases=paraphrases,
         probes=generate_probes(documents, spec.seed)
         if spec.version == 2
-        else {family: make(documents, spec.seed) for family, make in MAKERS_V3.items()},
+        else _probes_v3(documents, spec.seed),
     )
+
+
+def _probes_v3(documents: Sequence[Document], seed: int) -> dict[str, list[Question]]:
+    """Version 3's families that have questions (a tiny knowledge base has no value several
+    people share, and at 4 people too few others to offer as someone's mentor)."""
+    probes = {family: make(documents, seed) for family, make in MAKERS_V3.items()}
+    return {family: questions for family, questions in probes.items() if questions}
 
 
 # ----------------------------------------------------------------------------- training pairs

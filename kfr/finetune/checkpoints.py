@@ -124,7 +124,9 @@ def finetuned_model(
     build_directory_once(target, build)
     shutil.rmtree(resume_dir, ignore_errors=True)  # finished: nothing left to resume
     summary = json.loads((target / SUMMARY_FILE).read_text(encoding="utf-8"))
-    summary.update(checkpoint=str(target), reused=not trained_here)
+    # The training data's record as this version of kfr writes it (a checkpoint trained by an
+    # older one kept the record of its day: same data, older shape).
+    summary.update(training.stats, checkpoint=str(target), reused=not trained_here)
     if not trained_here:
         log.info("Reusing the fine-tuned checkpoint %s", target)
     lm = strategy(cfg.finetune.mode).load_for_scoring(cfg, target, cache_dir)

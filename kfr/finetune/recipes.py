@@ -8,6 +8,10 @@
 - ``distill``: the pairs without the document for the student, with it for the teacher (the base
   model), whose answer distributions are the targets.
 
+All but ``distill`` may add replay texts last, trained like documents (``finetune.replay_share``
+of the trained tokens, :mod:`kfr.finetune.replay`); the summary's ``replay`` says how many,
+their tokens, the share reached and the start of three of them.
+
 Every recipe reads the knowledge base only; the evaluation questions are read solely to prove
 the training questions do not copy them (:mod:`kfr.finetune.qa_pairs`).
 """
@@ -27,9 +31,16 @@ from kfr.data.schema import QaPair, Question
 from kfr.finetune.distill import teacher_targets
 from kfr.finetune.examples import TrainingExample, mix_documents, qa_example, qa_prompt
 from kfr.finetune.keys import model_identity
-from kfr.finetune.paraphrases import training_texts
+from kfr.finetune.paraphrases import TrainingTexts, training_texts
 from kfr.finetune.qa_pairs import training_qa_pairs
-from kfr.finetune.replay import replay_texts
+from kfr.finetune.replay import (
+    OwnTexts,
+    ReplayTokens,
+    check_replay,
+    replay_summary,
+    replay_texts,
+    share_replay,
+)
 from kfr.finetune.self_replay import base_model_sampler
 from kfr.generation import TextGenerator
 from kfr.models import load_model
@@ -117,6 +128,51 @@ def _check_pairs(pairs: Sequence[QaPair], data: EvalData) -> None:
         raise UserError(f"training pairs name documents not in the knowledge base: {unknown[:3]}")
 
 
+def _replay_tokens(cfg: KfrConfig, cache_dir: Path, *, packed: bool) -> ReplayTokens:
+    tokenizer = load_tokenizer(cfg.model, cache_dir)
+    return ReplayTokens(tokenizer, packed=packed, max_length=cfg.model.max_length)
+
+
+def _documents_replay(
+    cfg: KfrConfig, texts: TrainingTexts, cache_dir: Path, own: OwnTexts
+) -> tuple[list[str], dict[str, Any]]:
+    """The documents recipe's texts with their replay texts last, and the replay summary
+    (``replay_ratio``'s texts are already the last of ``texts``; ``replay_share``'s are added)."""
+    ft, every = cfg.finetune, list(texts.texts)
+    if not (ft.replay_share or ft.replay_ratio):
+        return every, replay_summary([], [], 0, ft, None)
+    tokens = _replay_tokens(cfg, cache_dir, packed=True)
+    n = int(texts.stats.get("replay_texts") or 0)
+    knowledge, replay = every[: len(every) - n], every[len(every) - n :]
+    recipe_tokens = sum(tokens.of_texts(knowledge))
+    if ft.replay_share:
+        replay, summary = share_replay(ft, recipe_tokens, cfg.seed, tokens, own=own)
+        return knowledge + replay, summary
+    source = texts.stats.get("replay_file")
+    where = Path(source) if source else None
+    return every, replay_summary(replay, tokens.of_texts(replay), recipe_tokens, ft, where)
+
+
+def _examples_replay(
+    cfg: KfrConfig, examples: list[TrainingExample], n_training: int, cache_dir: Path,
+    own: OwnTexts,
+) -> tuple[list[TrainingExample], dict[str, Any]]:  # fmt: skip
+    """The supervised recipes' replay texts as document examples after ``examples`` (of which
+    the first ``n_training`` are the pairs), and the replay summary."""
+    ft = cfg.finetune
+    if not (ft.replay_share or ft.replay_ratio):
+        return examples, replay_summary([], [], 0, ft, None)
+    tokens = _replay_tokens(cfg, cache_dir, packed=False)
+    recipe_tokens = sum(tokens.of_examples(examples))
+    if ft.replay_share:
+        replay, summary = share_replay(ft, recipe_tokens, cfg.seed, tokens, own=own)
+    else:
+        replay, counts = replay_texts(ft, n_training, cfg.seed, own=own)
+        source = Path(counts["replay_file"])
+        summary = replay_summary(replay, tokens.of_texts(replay), recipe_tokens, ft, source)
+    return examples + [TrainingExample(document=text) for text in replay], summary
+
+
 def training_set(
     cfg: KfrConfig,
     data: EvalData,
@@ -127,6 +183,7 @@ def training_set(
     """The data ``cfg.method.recipe`` trains on, built from ``data``'s knowledge base."""
     cache_dir = Path(cache_dir)
     recipe = TrainingRecipe(cfg.method.recipe)
+    check_replay(cfg.finetune)
     own = base_model_sampler(cfg.model, cache_dir, cfg.seed, progress=cfg.eval.progress)
     if recipe == TrainingRecipe.documents:
         tokenizer = None
@@ -139,7 +196,8 @@ def training_set(
         texts = training_texts(
             cfg, data, cache_dir, generator=generator, count_tokens=count_tokens, own=own
         )
-        return TrainingSet(texts=texts.texts, stats={"paraphrases": texts.stats})
+        every, replay = _documents_replay(cfg, texts, cache_dir, own)
+        return TrainingSet(texts=every, stats={"paraphrases": texts.stats, "replay": replay})
     if not data.documents:
         raise UserError(
             "fine-tuning needs a knowledge base: set data.knowledge=PATH", field="data.knowledge"
@@ -158,6 +216,7 @@ def training_set(
         stats["raft"] = raft
     elif recipe == TrainingRecipe.distill:
         for key, value in (("qa.documents_ratio", cfg.qa.documents_ratio),
+                           ("finetune.replay_share", cfg.finetune.replay_share),
                            ("finetune.replay_ratio", cfg.finetune.replay_ratio)):  # fmt: skip
             if value:
                 raise UserError(
@@ -180,6 +239,7 @@ def training_set(
             progress=cfg.eval.progress,
         )
         del teacher
+        stats["replay"] = replay_summary([], [], 0, cfg.finetune, None)  # distill never replays
         return TrainingSet(examples=examples, extras=extras, stats=stats)
     else:
         examples = [qa_example(pair) for pair in pairs]
@@ -187,6 +247,5 @@ def training_set(
     mixed = mix_documents(examples, documents, cfg.qa.documents_ratio)
     stats["documents_mixed_in"] = len(mixed) - len(examples)
     # Replay texts are trained like documents (next-token loss on all their tokens).
-    replay, stats["replay"] = replay_texts(cfg.finetune, len(examples), cfg.seed, own=own)
-    mixed += [TrainingExample(document=text) for text in replay]
+    mixed, stats["replay"] = _examples_replay(cfg, mixed, len(examples), cache_dir, own)
     return TrainingSet(examples=mixed, stats=stats)

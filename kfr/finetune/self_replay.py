@@ -4,10 +4,14 @@ Replay against forgetting needs general text, and the embedded default has none 
 corpus in its packages). The base model's own unconditional samples stand in for it: training on
 them pulls the fine-tuned model back towards the distribution it started from (generative replay,
 as in Self-Synthesized Rehearsal, Huang et al. 2024), and they hold none of the evaluation's
-facts nor any of the control set's questions. Each text is sampled from the model's prefix token
-(BOS, else EOS) alone; the sample is seeded, so the same model, count and seed give the same
-texts. They are written once into the cache (``replay/<model>-<count>x<tokens>-seed<seed>``) and
-reused by every cell of that model.
+facts nor any of the control set's questions. A model with a chat template (SmolLM2-Instruct, the
+embedded default) is asked in its own chat format for a paragraph on one of a few general
+:data:`SUBJECTS` (text i: subject i mod 8), and its answer is the text: prose, where samples from
+its BOS token alone (``<|im_start|>``, a chat turn's opening) began mid-sentence and drifted. A
+model without one is sampled from its prefix token (BOS, else EOS) alone. The sample is seeded,
+so the same model, count and seed give the same texts. They are written once into the cache
+(``replay/<model>-<count>x<tokens>-seed<seed>-v<version>``) and reused by every cell of that
+model.
 """
 
 from __future__ import annotations
@@ -31,31 +35,66 @@ TOKENS_PER_TEXT = 96  # about a paragraph: one training block of the default 128
 BATCH_SIZE = 16
 TEMPERATURE = 1.0  # the model's own distribution, not a sharpened one
 TOP_P = 0.95  # drops the tail, where a 135M model's samples turn to noise
+# What a chat model is asked to write about, one subject per text in turn: general, and far from
+# the novel_facts people and their facts.
+SUBJECTS = (
+    "a city",
+    "a scientific idea",
+    "an event in history",
+    "an animal",
+    "an everyday activity",
+    "a piece of technology",
+    "a book or a film",
+    "a landscape",
+)
 _FILE = "texts.jsonl"
-_VERSION = 1  # bump when the sampling changes (the cache folder name carries it)
+_VERSION = 2  # bump when the sampling changes (the cache folder name carries it)
+
+
+def prompts(tokenizer, count: int, offset: int = 0) -> list[list[int]]:
+    """The token ids each text ``offset .. offset + count - 1`` is sampled from."""
+    if not getattr(tokenizer, "chat_template", None):
+        start = tokenizer.bos_token_id
+        return [[start if start is not None else tokenizer.eos_token_id]] * count
+    asks = [SUBJECTS[(offset + i) % len(SUBJECTS)] for i in range(count)]
+    chats = [[{"role": "user", "content": f"Write a paragraph about {ask}."}] for ask in asks]
+    texts = [
+        tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats
+    ]
+    return [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+
+
+def _left_padded(rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(row) for row in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row) :] = torch.tensor(row)
+        mask[i, width - len(row) :] = 1
+    return ids.to(device), mask.to(device)
 
 
 def _sample(lm, count: int, seed: int, progress: bool) -> list[str]:
     tokenizer, model = lm.tokenizer, lm.model
-    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     cuda = [lm.device.index or 0] if lm.device.type == "cuda" else []
     texts: list[str] = []
     batches = range(0, count, BATCH_SIZE)
     for offset in tqdm(batches, desc="replay texts", unit="batch", disable=not progress):
         n = min(BATCH_SIZE, count - offset)
-        prompt = torch.full((n, 1), start, dtype=torch.long, device=lm.device)
+        prompt, mask = _left_padded(prompts(tokenizer, n, offset), pad_id, lm.device)
         with torch.random.fork_rng(devices=cuda), torch.inference_mode():
             torch.manual_seed(seed * 1_000_003 + offset)
             out = model.generate(
                 input_ids=prompt,
-                attention_mask=torch.ones_like(prompt),
+                attention_mask=mask,
                 do_sample=True,
                 temperature=TEMPERATURE,
                 top_p=TOP_P,
                 max_new_tokens=TOKENS_PER_TEXT,
                 pad_token_id=tokenizer.pad_token_id,
             )
-        decoded = tokenizer.batch_decode(out[:, 1:], skip_special_tokens=True)
+        decoded = tokenizer.batch_decode(out[:, prompt.shape[1] :], skip_special_tokens=True)
         texts += [" ".join(text.split()) or "." for text in decoded]
     return texts
 

@@ -41,7 +41,9 @@ def arm_label(agg: Aggregate) -> str:
     settings = agg.cells[0].settings
     mode = settings.get("mode")
     suffix = f" ({mode})" if mode and mode != "full" else ""
-    if settings.get("replay_ratio"):  # finetune.replay_ratio > 0: a point of its own
+    if settings.get("replay_share"):  # finetune.replay_share > 0: a point of its own
+        suffix += f" replay_share={settings['replay_share']:g}"
+    if settings.get("replay_ratio"):  # the older finetune.replay_ratio
         suffix += f" replay={settings['replay_ratio']:g}"
     if settings.get("hops", 1) > 1:  # retriever.hops=2: its own arm beside one-hop retrieval
         suffix += f" hops={settings['hops']}"

@@ -189,6 +189,7 @@ def cell_result(folder: CellFolder) -> CellResult | None:
             "epochs": finetune_cfg.get("epochs"),
             "mode": finetune_cfg.get("mode"),
             "replay_ratio": finetune_cfg.get("replay_ratio"),
+            "replay_share": finetune_cfg.get("replay_share"),
         }
         return CellResult(
             path=folder.path,

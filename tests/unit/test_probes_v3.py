@@ -247,3 +247,17 @@ def test_settings_a_version_or_method_cannot_honour_are_one_line_exit_2(
     out_root = tmp_path / "outputs"
     result = run_kfr(*overrides, f"paths.output_root={out_root}", cache_dir=cache_dir, cwd=tmp_path)
     assert _assert_one_line_exit_2_nothing_written(result, out_root) == expected
+
+
+def test_a_tiny_knowledge_base_writes_only_the_families_it_can_produce(tmp_path):
+    from kfr.core.schema import typed_config
+    from kfr.data.loading import load_eval_data
+    from tests.conftest import compose_config
+
+    probes = generate_novel_facts(NovelFactsSpec(n_entities=4)).probes
+    # No value is shared by several of 4 people; nobody but X and the mentor is left to offer.
+    assert "reversal_two_cue" not in probes and "mentor" not in probes
+    assert all(probes.values())
+    cfg = typed_config(compose_config(["data.novel_facts.n_entities=4"]))
+    data = load_eval_data(cfg.data, tmp_path, need_knowledge=False)
+    assert data.probes == probes
