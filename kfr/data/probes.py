@@ -154,8 +154,17 @@ def reversal_probes(documents: Sequence[Document], seed: int) -> list[Question]:
     return questions
 
 
-def two_hop_probes(documents: Sequence[Document], seed: int) -> list[Question]:
-    rng = random.Random(f"{seed}/probes/two_hop")
+def mentor_fact_questions(
+    documents: Sequence[Document],
+    rng: random.Random,
+    family: str,
+    *,
+    lure: bool,
+    hop_free: bool,
+) -> list[Question]:
+    """Two-hop questions (a fact of X's mentor), ids ``{family}-{doc}-{attribute}``: with
+    ``lure`` X's own value is among the distractors when it differs from the answer; without
+    ``hop_free`` the questions where X's value equals the mentor's are left out."""
     people = people_of(documents)
     by_name = {name: (doc_id, facts) for doc_id, name, facts in people}
     questions = []
@@ -163,14 +172,16 @@ def two_hop_probes(documents: Sequence[Document], seed: int) -> list[Question]:
         mentor_id, mentor_facts = by_name[facts[MENTOR]]
         for attribute in ATTRIBUTES:
             answer, own = mentor_facts[attribute], facts[attribute]
-            distractors = [own] if own != answer else []
+            if own == answer and not hop_free:
+                continue
+            distractors = [own] if lure and own != answer else []
             pool = [v for v in DOMAINS[attribute] if v not in (answer, own)]
             distractors += rng.sample(pool, N_CHOICES - 1 - len(distractors))
             rng.shuffle(distractors)
             questions.append(
                 with_answer_at(
                     rng,
-                    f"two_hop-{doc_id}-{attribute}",
+                    f"{family}-{doc_id}-{attribute}",
                     TWO_HOP_TEMPLATES[attribute].format(pos=possessive(name)),
                     answer,
                     distractors,
@@ -179,6 +190,11 @@ def two_hop_probes(documents: Sequence[Document], seed: int) -> list[Question]:
                 )
             )
     return questions
+
+
+def two_hop_probes(documents: Sequence[Document], seed: int) -> list[Question]:
+    rng = random.Random(f"{seed}/probes/two_hop")
+    return mentor_fact_questions(documents, rng, "two_hop", lure=True, hop_free=True)
 
 
 def comparison_probes(documents: Sequence[Document], seed: int) -> list[Question]:
@@ -234,6 +250,7 @@ __all__ = [
     "TWO_HOP_TEMPLATES",
     "comparison_probes",
     "generate_probes",
+    "mentor_fact_questions",
     "people_of",
     "possessive",
     "probe_file_name",

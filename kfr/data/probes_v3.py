@@ -35,10 +35,10 @@ import itertools
 import random
 from collections.abc import Sequence
 
-from kfr.data.novel_facts_tables import ATTRIBUTES, DOMAINS, MENTOR
+from kfr.data.novel_facts_tables import ATTRIBUTES, MENTOR
 from kfr.data.probes import (
     N_CHOICES,
-    TWO_HOP_TEMPLATES,
+    mentor_fact_questions,
     people_of,
     possessive,
     reversal_text,
@@ -118,32 +118,7 @@ def reversal_two_cue(documents: Sequence[Document], seed: int) -> list[Question]
 
 def _two_hop(documents: Sequence[Document], seed: int, *, lure: bool) -> list[Question]:
     family = "two_hop_lure" if lure else "two_hop"
-    rng = _rng(seed, family)
-    people = people_of(documents)
-    by_name = {name: (doc_id, facts) for doc_id, name, facts in people}
-    questions = []
-    for doc_id, name, facts in people:
-        mentor_id, mentor_facts = by_name[facts[MENTOR]]
-        for attribute in ATTRIBUTES:
-            answer, own = mentor_facts[attribute], facts[attribute]
-            if own == answer:  # answerable without the hop
-                continue
-            distractors = [own] if lure else []
-            pool = [v for v in DOMAINS[attribute] if v not in (answer, own)]
-            distractors += rng.sample(pool, N_CHOICES - 1 - len(distractors))
-            rng.shuffle(distractors)
-            questions.append(
-                with_answer_at(
-                    rng,
-                    f"{family}-{doc_id}-{attribute}",
-                    TWO_HOP_TEMPLATES[attribute].format(pos=possessive(name)),
-                    answer,
-                    distractors,
-                    subject=attribute,
-                    source_ids=(doc_id, mentor_id),
-                )
-            )
-    return questions
+    return mentor_fact_questions(documents, _rng(seed, family), family, lure=lure, hop_free=False)
 
 
 def two_hop_lure_free(documents: Sequence[Document], seed: int) -> list[Question]:

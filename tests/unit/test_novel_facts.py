@@ -111,6 +111,21 @@ def test_version_2_keeps_the_direct_questions_and_adds_a_mentor(tmp_path):
     }
 
 
+# Version 2's probe files of the default spec, as its generator first wrote them: version 3 must
+# not change them (results measured on version 2 stay reproducible).
+V2_PROBES_SHA256 = {
+    "probes-reversal.jsonl": "2e706bd6a61015410679ff3daf04083501c0c0906d1a599897afc4dc9090646b",
+    "probes-two_hop.jsonl": "c965e0b724e0f76a2d26d5c7f2c7057bc8fdd99f5be4fe9c95ab312f7ba234c3",
+    "probes-comparison.jsonl": "7a929e4fa8e3f2cde4e39354e861646592cc5406dd834e7c8657e6b95f3c41e2",
+}
+
+
+def test_version_2_probe_files_are_byte_identical_to_their_first_generator(tmp_path):
+    paths = write_novel_facts(NovelFactsSpec(version=2), tmp_path)
+    card = json.loads(paths["card"].read_text(encoding="utf-8"))
+    assert {name: card["sha256"][name] for name in V2_PROBES_SHA256} == V2_PROBES_SHA256
+
+
 def test_version_3_keeps_version_2_files_and_rewrites_the_probes(tmp_path):
     v2 = write_novel_facts(NovelFactsSpec(version=2), tmp_path / "v2")
     v3 = write_novel_facts(NovelFactsSpec(version=3), tmp_path / "v3")
