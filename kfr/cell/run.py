@@ -144,7 +144,12 @@ def check_data_fits(cfg: KfrConfig, data: EvalData) -> None:
             **labels,
         )
     # A probe family the data does not offer, or too few examples for one: before the model.
-    check_probe_fewshot(cfg, data, selected_families(cfg, data))
+    families = selected_families(cfg, data)
+    check_probe_fewshot(cfg, data, families)
+    if cfg.eval.oracle:  # every question must name the documents it is about
+        oracle_passages(data.questions, data.documents, data.questions_source)
+        for family in families:
+            oracle_passages(data.probes[family], data.documents, f"the {family} probes")
 
 
 def run_cell(

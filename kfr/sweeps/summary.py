@@ -71,7 +71,8 @@ class SweepSummary(Callback):
         if not cells:  # a sweep of another command of the same config tree (kfr-index -m)
             return
         counts = {
-            s: sum(c.status == s for c in cells) for s in ("complete", "failed", "incomplete")
+            s: sum(c.status == s for c in cells)
+            for s in ("complete", "failed", "incomplete", "unreadable")
         }
         failed_now = sum(
             c.status == "failed" and (c.path / FAILED_FILE).stat().st_mtime >= self.started - 1
@@ -81,9 +82,10 @@ class SweepSummary(Callback):
         lines = [
             f"Sweep {sweep_dir}: {len(cells)} cells, {counts['complete']} with results, "
             f"{counts['failed']} failed, {counts['incomplete']} without a result"
+            + (f", {counts['unreadable']} unreadable" if counts["unreadable"] else "")
         ]
         lines += format_failures(cells)
-        if counts["failed"] or counts["incomplete"]:
+        if counts["failed"] or counts["incomplete"] or counts["unreadable"]:
             lines.append("  Run the same command again to retry them: finished cells are skipped.")
         print("\n".join(lines), flush=True)
         if not self.report or not counts["complete"]:

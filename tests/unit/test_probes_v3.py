@@ -261,3 +261,27 @@ def test_a_tiny_knowledge_base_writes_only_the_families_it_can_produce(tmp_path)
     cfg = typed_config(compose_config(["data.novel_facts.n_entities=4"]))
     data = load_eval_data(cfg.data, tmp_path, need_knowledge=False)
     assert data.probes == probes
+
+
+def test_an_oracle_cell_on_questions_without_their_documents_stops_before_the_model(
+    tmp_path, cache_dir
+):
+    from kfr.data.readers import write_questions_jsonl
+
+    questions, knowledge = tmp_path / "q.jsonl", tmp_path / "kb.jsonl"
+    write_questions_jsonl(questions, [Question(f"q{i}", "Q?", ("a", "b"), 0) for i in range(3)])
+    knowledge.write_text('{"id": "d1", "text": "A fact."}\n', encoding="utf-8")
+    out_root = tmp_path / "outputs"
+    result = run_kfr(
+        "method=oracle",
+        "data=custom",
+        f"data.questions={questions}",
+        f"data.knowledge={knowledge}",
+        f"paths.output_root={out_root}",
+        cache_dir=cache_dir,
+        cwd=tmp_path,
+    )
+    assert _assert_one_line_exit_2_nothing_written(result, out_root) == (
+        f"kfr: error: field 'eval.oracle': question q0 of {questions} names no knowledge-base "
+        "document it is about (source_ids): the oracle context needs them; set eval.oracle=false"
+    )
