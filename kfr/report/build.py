@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,8 +72,13 @@ class Report:
         lines = []
         for task in sorted(by_task):
             versions = by_task[task]
+            # Generated sets that differ only by their seed are knowledge bases of one version
+            # (data.novel_facts.seed, a sweep axis): not mixed versions.
+            kinds = {_card_without_seed(key.partition(" (sha256")[0]) for key in versions}
             flag = (
                 " — MIXED: cells of this task used different data versions"
+                if len(kinds) > 1
+                else f" ({len(versions)} knowledge bases)"
                 if len(versions) > 1
                 else ""
             )
@@ -219,3 +225,14 @@ def write_report(report: Report, out_dir: str | Path) -> Path:
     atomic_write_text(out / CELLS_FILE, _csv_text(_cell_records(report)))
     atomic_write_text(out / REPORT_FILE, report.markdown())
     return out
+
+
+def _card_without_seed(card: str) -> str:
+    """A generated set's card reduced to what is not its seed (its generator, version and the
+    rest of its spec); any other card as it is."""
+    try:
+        record = json.loads(Path(card).read_text(encoding="utf-8"))
+        spec = {k: v for k, v in dict(record["spec"]).items() if k != "seed"}
+        return json.dumps([record["generator"], record["version"], spec], sort_keys=True)
+    except (OSError, ValueError, KeyError, TypeError):
+        return card

@@ -24,11 +24,13 @@ def _label(agg: Aggregate) -> str:
 
 
 def _best_per_arm(aggs: Sequence[Aggregate], family: str) -> list[tuple[float, Aggregate]]:
-    """Each arm's best aggregate on ``family``, best first."""
+    """Each arm's best aggregate on ``family``, best first. The oracle context is a reference
+    (the model shown exactly the documents it needs), not an arm to pick: it is left out here
+    and shown in the probe-details table."""
     best: dict[str, tuple[float, Aggregate]] = {}
     for agg in aggs:
         scored = agg.probe(family)
-        if scored is None:
+        if scored is None or agg.method == "oracle":
             continue
         arm = arm_label(agg)
         if arm not in best or scored[0] > best[arm][0]:

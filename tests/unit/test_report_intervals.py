@@ -314,3 +314,38 @@ def test_two_level_bootstrap_is_fast_and_reduces_to_the_question_bootstrap():
     for matrix in cells:
         two_level([[matrix]])
     assert time.perf_counter() - start < 3.0
+
+
+def test_the_oracle_context_is_a_reference_not_the_best_arm(tmp_path):
+    rows = [{"correct": i % 4 != 0, "correct_pmi": True} for i in range(40)]
+    base = [{"correct": i % 2 == 0, "correct_pmi": True} for i in range(40)]
+    _cell(tmp_path, BASE, probes={"comparison": base})
+    _cell(tmp_path, BASE, method="oracle", probes={"comparison": rows})
+    report = build_report([tmp_path])
+    (best,) = [t for t in report.tables if t.name == "probes"]
+    assert [row[5] for row in best.rows] == ["Base"]  # the oracle's 0.750 is not an arm to pick
+    (details,) = [t for t in report.tables if t.name == "probe_details"]
+    assert {row[2] for row in details.rows} == {"Base", "Oracle context"}
+    assert {row[3] for row in details.rows} == {"closed-book", "source documents"}
+
+
+def test_knowledge_bases_of_one_generator_version_are_not_mixed_versions(tmp_path):
+    def card(folder: Path, seed: int, version: int = 3) -> str:
+        path = folder / f"card-{seed}-{version}.json"
+        spec = {"n_entities": 40, "seed": seed, "n_paraphrases": 8, "version": version}
+        path.write_text(json.dumps({"generator": "g", "version": version, "spec": spec}))
+        return str(path)
+
+    for kb in (0, 1):
+        folder = _cell(tmp_path / "sweep", BASE, kb=kb)
+        results = json.loads((folder / "results.json").read_text())
+        results["data"]["card"] = card(tmp_path, kb)
+        (folder / "results.json").write_text(json.dumps(results))
+    lines = build_report([tmp_path / "sweep"]).data_versions()
+    assert lines[0] == "- custom:q (2 knowledge bases)" or "(2 knowledge bases)" in lines[0]
+    assert "MIXED" not in "\n".join(lines)
+    folder = _cell(tmp_path / "sweep", BASE, kb=2, method="rag", k=3)
+    results = json.loads((folder / "results.json").read_text())
+    results["data"]["card"] = card(tmp_path, 2, version=2)
+    (folder / "results.json").write_text(json.dumps(results))
+    assert "MIXED" in "\n".join(build_report([tmp_path / "sweep"]).data_versions())
