@@ -44,6 +44,9 @@ _TABLE_COLUMNS = (
     "correct",
     "prediction_norm",
     "correct_norm",
+    "prediction_pmi",  # cloze prompts: the PMI choice (kfr.evaluation.calibration)
+    "correct_pmi",
+    "diagnostics",  # probe questions: lure, position bias, ... (kfr.cell.probe_diagnostics)
     "loglikelihoods",
     "retrieved_ids",
 )

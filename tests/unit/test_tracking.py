@@ -124,3 +124,19 @@ def test_wandb_run_id_is_one_per_cell_and_new_only_when_finished_results_are_red
     assert all(c not in first for c in "/\\#?%:") and len(first) <= 64
     (cell / "results.json").write_text("{}")
     assert run_id(cfg, cell).startswith(first + "-")  # skip_completed=false: a new run
+
+
+def test_the_predictions_table_carries_pmi_and_probe_diagnostics_as_text():
+    from kfr.tracking.wandb_run import _predictions_table
+
+    records = [
+        {"id": "q0", "prediction": 1, "correct": True, "prediction_pmi": 0, "correct_pmi": False},
+        {"id": "p0", "family": "comparison", "prediction": 0, "correct": False,
+         "diagnostics": {"position_bias": True, "consistency": None}},
+    ]  # fmt: skip
+    table = _predictions_table(records)
+    assert table["columns"] == [
+        "id", "family", "prediction", "correct", "prediction_pmi", "correct_pmi", "diagnostics"
+    ]  # fmt: skip
+    assert table["data"][1][-1] == '{"position_bias": true, "consistency": null}'
+    assert table["data"][0][-1] is None and table["data"][0][4] == 0
