@@ -116,8 +116,11 @@ def probes_table(aggs: list[Aggregate]) -> Table | None:
         "seed resamples for both). Best vs next: the family's questions the "
         "best arm answers and the next does not / the reverse, on one seed both ran, exact "
         "McNemar p. Probe families ask for the injected facts in forms no training data uses: "
-        "reversal (from a value back to the person), two_hop (a fact of a related person: two "
-        "documents), comparison (two people's facts compared)."
+        "reversal (from a value back to the person; reversal_two_cue: with a second fact), "
+        "two_hop (a fact of the person's mentor: two documents; two_hop_lure: the person's own "
+        "value among the options), mentor (the one hop), comparison (two people's birth years "
+        "compared). The oracle context (the model shown each question's documents) is a "
+        "reference, in the probe-details table, not an arm here."
     ]
     if (note := coverage_note(shown)) is not None:
         notes.append(note)

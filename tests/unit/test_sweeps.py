@@ -222,5 +222,5 @@ def test_the_sweep_summary_prints_accuracy_per_probe_family(tmp_path, capsys):
     assert "2 cells, 2 with results" in printed
     header = next(line for line in printed.splitlines() if line.startswith("| Model | Task | Arm"))
     assert "| Acc | Acc reversal | Seeds |" in header
-    assert "| reversal | 0.250 | RAG K=3 | 0.510 | QA-FT 0.210 | +0.300 |" in printed
+    assert "| reversal | 0.250 | RAG K=3 | 0.510±0.050 | QA-FT 0.210±0.050 | +0.300 |" in printed
     assert (tmp_path / "report" / "acc_vs_forgetting.png").is_file()
