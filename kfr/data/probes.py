@@ -125,25 +125,35 @@ def reversal_text(facts: dict[str, str], attribute: str, second: str | None) -> 
     return f"Who {_clause(attribute, facts[attribute])} and {_clause(second, facts[second])}?"
 
 
-def reversal_probes(documents: Sequence[Document], seed: int) -> list[Question]:
-    rng = random.Random(f"{seed}/probes/reversal")
+def value_to_person_questions(
+    documents: Sequence[Document], rng: random.Random, family: str, *, cues: int | None
+) -> list[Question]:
+    """Reversal questions (from a fact's value back to the person), ids
+    ``{family}-{doc}-{attribute}``; a value several people share gets a second fact only this
+    person has. ``cues``: None = every fact (version 2: a shared value without such a fact is
+    asked with one cue); 1 = only values one person holds; 2 = only shared values that a second
+    fact singles out."""
     people = people_of(documents)
     questions = []
     for doc_id, name, facts in people:
         for index, attribute in enumerate(ATTRIBUTES):
             value = facts[attribute]
             others = [f for d, _, f in people if d != doc_id and f[attribute] == value]
+            if cues is not None and bool(others) != (cues == 2):
+                continue
             second = None
             if others:  # the value alone names several people: add a fact only this one has
                 rotated = ATTRIBUTES[index + 1 :] + ATTRIBUTES[:index]
                 second = next((b for b in rotated if all(f[b] != facts[b] for f in others)), None)
+                if second is None and cues == 2:  # nothing singles the person out
+                    continue
             pool = [n for d, n, f in people if d != doc_id and f[attribute] != value]
             if len(pool) < N_CHOICES - 1:  # a tiny knowledge base
                 continue
             questions.append(
                 with_answer_at(
                     rng,
-                    f"reversal-{doc_id}-{attribute}",
+                    f"{family}-{doc_id}-{attribute}",
                     reversal_text(facts, attribute, second),
                     name,
                     rng.sample(pool, N_CHOICES - 1),
@@ -152,6 +162,11 @@ def reversal_probes(documents: Sequence[Document], seed: int) -> list[Question]:
                 )
             )
     return questions
+
+
+def reversal_probes(documents: Sequence[Document], seed: int) -> list[Question]:
+    rng = random.Random(f"{seed}/probes/reversal")
+    return value_to_person_questions(documents, rng, "reversal", cues=None)
 
 
 def mentor_fact_questions(
@@ -257,5 +272,6 @@ __all__ = [
     "reversal_probes",
     "reversal_text",
     "two_hop_probes",
+    "value_to_person_questions",
     "with_answer_at",
 ]

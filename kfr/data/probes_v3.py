@@ -35,13 +35,13 @@ import itertools
 import random
 from collections.abc import Sequence
 
-from kfr.data.novel_facts_tables import ATTRIBUTES, MENTOR
+from kfr.data.novel_facts_tables import MENTOR
 from kfr.data.probes import (
     N_CHOICES,
     mentor_fact_questions,
     people_of,
     possessive,
-    reversal_text,
+    value_to_person_questions,
     with_answer_at,
 )
 from kfr.data.schema import Document, Question
@@ -76,36 +76,8 @@ def _rng(seed: int, family: str) -> random.Random:
 
 def _reversal(documents: Sequence[Document], seed: int, *, two_cue: bool) -> list[Question]:
     family = "reversal_two_cue" if two_cue else "reversal"
-    rng = _rng(seed, family)
-    people = people_of(documents)
-    questions = []
-    for doc_id, name, facts in people:
-        for index, attribute in enumerate(ATTRIBUTES):
-            value = facts[attribute]
-            others = [f for d, _, f in people if d != doc_id and f[attribute] == value]
-            if bool(others) != two_cue:
-                continue
-            second = None
-            if others:  # the value alone names several people: a fact only this one has
-                rotated = ATTRIBUTES[index + 1 :] + ATTRIBUTES[:index]
-                second = next((b for b in rotated if all(f[b] != facts[b] for f in others)), None)
-                if second is None:  # nothing singles the person out: no well-defined answer
-                    continue
-            pool = [n for d, n, f in people if d != doc_id and f[attribute] != value]
-            if len(pool) < N_CHOICES - 1:
-                continue
-            questions.append(
-                with_answer_at(
-                    rng,
-                    f"{family}-{doc_id}-{attribute}",
-                    reversal_text(facts, attribute, second),
-                    name,
-                    rng.sample(pool, N_CHOICES - 1),
-                    subject=attribute,
-                    source_ids=(doc_id,),
-                )
-            )
-    return questions
+    cues = 2 if two_cue else 1
+    return value_to_person_questions(documents, _rng(seed, family), family, cues=cues)
 
 
 def reversal_single_cue(documents: Sequence[Document], seed: int) -> list[Question]:
